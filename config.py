@@ -1,0 +1,387 @@
+"""Settings from the environment and a .env file, validated once; secrets never printed.
+
+Every variable is declared once in VARIABLES with its parser, default and meaning;
+.env.example and the README table are checked against that list by the tests.
+"""
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+from eth_account import Account
+
+from addresses import ZERO_ADDRESS, parse_address
+from errors import AddressError, AmountError, ConfigError
+from money import parse_amount
+
+ENV_FILE_DEFAULT = "./.env"
+LANGUAGES = ("ru", "en")
+RELOAD_CHECK_INTERVAL_S = 1.0
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Secret:
+    """A string that prints as *** in repr, str and logs; .reveal() gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SecretUrl(Secret):
+    """A URL whose password is masked whenever it is shown."""
+
+    def redacted(self) -> str:
+        return redact_url(self._value)
+
+    def __repr__(self) -> str:
+        return f"SecretUrl({self.redacted()!r})"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def password(self) -> str | None:
+        return urlsplit(self._value).password
+
+
+class SecretEndpoint(SecretUrl):
+    """A URL whose path and query may hold an API key (RPC providers): both are masked too."""
+
+    def redacted(self) -> str:
+        parts = urlsplit(redact_url(self._value))
+        if parts.path.strip("/") or parts.query:
+            parts = parts._replace(path="/***", query="")
+        return urlunsplit(parts)
+
+    def path_secret(self) -> str | None:
+        parts = urlsplit(self._value)
+        tail = parts.path.strip("/") + (f"?{parts.query}" if parts.query else "")
+        return tail or None
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of `url` (if any) with ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+# ---- parsers: each takes the raw text and returns the value or raises ValueError(reason)
+
+def _url(*schemes: str, secret: type | None = None):
+    def parse(text: str):
+        try:
+            parts = urlsplit(text)
+            parts.port  # raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError("malformed URL") from None
+        if parts.scheme not in schemes:
+            raise ValueError(f"malformed URL: scheme must be one of {', '.join(schemes)}")
+        if not parts.hostname and not (parts.scheme == "unix" and parts.path):
+            raise ValueError("malformed URL: no host")
+        if any(ch.isspace() for ch in text):
+            raise ValueError("malformed URL: contains whitespace")
+        value = text.rstrip("/") if parts.scheme in ("http", "https") else text
+        return secret(value) if secret else value
+    return parse
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None):
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"-?[0-9]+", text):
+            raise ValueError(f"not an integer: {text!r}")
+        value = int(text)
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum}, got {value}")
+        return value
+    return parse
+
+
+def _seconds(minimum: float = 0.0):
+    def parse(text: str) -> float:
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+            raise ValueError(f"not a number of seconds: {text!r}")
+        value = float(text)
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {text}")
+        return value
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"not a boolean (use true or false): {text!r}")
+
+
+def _address(text: str) -> str:
+    try:
+        address = parse_address(text)
+    except AddressError as exc:
+        raise ValueError(f"{exc}: {text!r}") from None
+    if address == ZERO_ADDRESS:
+        raise ValueError("the zero address is not allowed")
+    return address
+
+
+def _private_key(text: str) -> Secret:
+    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
+        raise ValueError("must be 32 bytes as 64 hex digits, optionally prefixed with 0x")
+    key = text[2:] if text.startswith("0x") else text
+    if int(key, 16) == 0:
+        raise ValueError("must not be zero")
+    return Secret(key.lower())
+
+
+def _id_list(text: str) -> frozenset:
+    ids = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not re.fullmatch(r"[0-9]+", item) or int(item) == 0:
+            raise ValueError(f"not a positive integer Telegram id: {item!r}")
+        ids.add(int(item))
+    return frozenset(ids)
+
+
+def _language(text: str) -> str:
+    if text not in LANGUAGES:
+        raise ValueError(f"unknown language {text!r} (use {' or '.join(LANGUAGES)})")
+    return text
+
+
+def _token_units(text: str) -> str:
+    """Validate a whole-token decimal; it becomes base units once the token's decimals are known."""
+    try:
+        parse_amount(text, 36, allow_zero=True)
+    except AmountError as exc:
+        raise ValueError(f"{exc}: {text!r}") from None
+    return text
+
+
+def _secret_text(text: str) -> Secret:
+    if any(ch.isspace() for ch in text):
+        raise ValueError("must not contain whitespace")
+    return Secret(text)
+
+
+def _path(text: str) -> Path:
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    parse: object
+    default: str | None
+    doc: str
+    secret: bool = False
+
+
+VARIABLES = (
+    Var("BOT_TOKEN", _secret_text, None, "Telegram bot token (secret); required by bot.py and worker.py", True),
+    Var("TELEGRAM_API_URL", _url("http", "https"), "https://api.telegram.org",
+        "Bot API base URL; the bot calls {base}/bot{token}/{method}"),
+    Var("DATABASE_URL", _url("postgresql", "postgres", secret=SecretUrl), None,
+        "PostgreSQL URL, e.g. postgresql://bot:pw@127.0.0.1:5432/bot (password is secret)", True),
+    Var("REDIS_URL", _url("redis", "rediss", "unix", secret=SecretUrl), "redis://127.0.0.1:6379/0",
+        "Redis URL (password is secret)", True),
+    Var("RPC_URL", _url("http", "https", secret=SecretEndpoint), "http://127.0.0.1:8545",
+        "EVM JSON-RPC endpoint (an API key in its path is treated as secret)", True),
+    Var("CHAIN_ID", _integer(1), "31337", "EVM chain id the hot wallet signs for"),
+    Var("TOKEN_ADDRESS", _address, None, "ERC-20 token contract; symbol and decimals are read from it"),
+    Var("DEPOSIT_ADDRESS", _address, None, "where users send deposits; defaults to the hot wallet's address"),
+    Var("HOT_WALLET_PRIVATE_KEY", _private_key, None,
+        "hot wallet key, 64 hex digits with or without 0x (secret)", True),
+    Var("CONFIRMATIONS", _integer(1, 1000), "12", "blocks (counting the transfer's own) before a transfer counts"),
+    Var("BLOCKCHAIN_MAINTENANCE_MODE", _boolean, "false",
+        "true pauses chain work; running processes pick up edits of .env within 5 s"),
+    Var("ADMIN_IDS", _id_list, "", "comma-separated Telegram user ids of admins"),
+    Var("DEFAULT_LANGUAGE", _language, "en", "language when Telegram gives none: ru or en"),
+    Var("WITHDRAWAL_AUTO_APPROVE_MAX", _token_units, "0",
+        "token units; withdrawals up to this are approved at once, 0 = every one needs an admin"),
+    Var("STATE_DIR", _path, "./state", "directory for heartbeat and status files"),
+    Var("DB_CONNECT_TIMEOUT_S", _integer(1, 60), "3", "seconds to wait for a PostgreSQL connection to open"),
+    Var("DB_POOL_MIN_SIZE", _integer(0, 100), "1", "connections the pool keeps open"),
+    Var("DB_POOL_MAX_SIZE", _integer(1, 200), "10", "most connections the pool opens"),
+    Var("DB_POOL_TIMEOUT_S", _seconds(0.1), "5", "seconds a caller waits for a free pooled connection"),
+    Var("DB_RECONNECT_TIMEOUT_S", _seconds(1.0), "10",
+        "seconds the pool keeps retrying a lost connection (backoff 1, 2, 4 s...) before the next caller retries"),
+)
+_BY_NAME = {var.name: var for var in VARIABLES}
+
+
+class Settings:
+    """Parsed, validated settings; attribute names are the variable names in lowercase."""
+
+    def __init__(self, values: dict, source_file: Path):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "source_file", source_file)
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Settings are read-only")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={value!r}" for key, value in self._values.items())
+        return f"Settings({shown})"
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError naming the first of `names` that has no value."""
+        for name in names:
+            if self._values.get(name) is None:
+                raise ConfigError(f"{name}: required but not set ({_BY_NAME[name].doc})")
+
+    @property
+    def deposit_address(self) -> str | None:
+        if self._values["DEPOSIT_ADDRESS"]:
+            return self._values["DEPOSIT_ADDRESS"]
+        return self.hot_wallet_address
+
+    @property
+    def hot_wallet_address(self) -> str | None:
+        key = self._values["HOT_WALLET_PRIVATE_KEY"]
+        return Account.from_key(key.reveal()).address if key else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret string in these settings, for log redaction."""
+        found = []
+        for var in VARIABLES:
+            value = self._values.get(var.name)
+            if isinstance(value, SecretUrl):
+                found.append(value.password() or "")
+                if isinstance(value, SecretEndpoint):
+                    found.append(value.path_secret() or "")
+            elif isinstance(value, Secret):
+                found.append(value.reveal())
+        return [secret for secret in found if len(secret) >= 4]
+
+
+def env_file_path(environ=None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("ENV_FILE") or ENV_FILE_DEFAULT)
+
+
+def load(environ=None) -> Settings:
+    """Read the .env file and the environment (which wins); raise ConfigError on a bad value."""
+    environ = os.environ if environ is None else environ
+    path = env_file_path(environ)
+    raw = {}
+    if path.is_file():
+        raw.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    raw.update({k: v for k, v in environ.items() if k in _BY_NAME})
+    values = {}
+    for var in VARIABLES:
+        text = raw.get(var.name, "").strip()
+        if text == "":
+            text = var.default
+        values[var.name] = None if text is None else _parse_one(var, text)
+    _check_consistency(values)
+    return Settings(values, path)
+
+
+def _parse_one(var: Var, text: str):
+    try:
+        return var.parse(text)
+    except ValueError as exc:  # parsers of secret variables never echo the value
+        raise ConfigError(f"{var.name}: {exc}") from None
+
+
+def _check_consistency(values: dict) -> None:
+    if values["DB_POOL_MIN_SIZE"] > values["DB_POOL_MAX_SIZE"]:
+        raise ConfigError("DB_POOL_MIN_SIZE: must not exceed DB_POOL_MAX_SIZE")
+
+
+def load_or_exit(environ=None) -> Settings:
+    """load(), but a bad setting prints one line naming the variable and exits with code 2."""
+    try:
+        return load(environ)
+    except ConfigError as exc:
+        exit_with_config_error(exc)
+
+
+def exit_with_config_error(exc: ConfigError):
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
+class SettingsWatcher:
+    """Hands out the current settings, re-reading .env when its mtime changes.
+
+    A running process calls current() whenever it needs a value that operators may
+    edit live (BLOCKCHAIN_MAINTENANCE_MODE); the file is stat()ed at most once per
+    RELOAD_CHECK_INTERVAL_S. A broken edit keeps the last good settings and is reported
+    through on_error, so a typo never takes a running process down.
+    """
+
+    def __init__(self, settings: Settings, environ=None, on_error=None,
+                 check_interval_s: float = RELOAD_CHECK_INTERVAL_S):
+        self._environ = environ
+        self._settings = settings
+        self._on_error = on_error or (lambda exc: None)
+        self._interval = check_interval_s
+        self._lock = threading.Lock()
+        self._mtime = self._stat()
+        self._next_check = time.monotonic() + self._interval
+
+    def current(self) -> Settings:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._settings
+        with self._lock:
+            if now >= self._next_check:
+                self._next_check = now + self._interval
+                mtime = self._stat()
+                if mtime != self._mtime:
+                    self._mtime = mtime
+                    self._reload()
+        return self._settings
+
+    def _reload(self) -> None:
+        try:
+            self._settings = load(self._environ)
+        except ConfigError as exc:
+            self._on_error(exc)
+
+    def _stat(self):
+        try:
+            stat = env_file_path(self._environ).stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size, stat.st_ino)

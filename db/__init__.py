@@ -1,0 +1,1 @@
+"""Plain-SQL modules, one per aggregate; functions take a psycopg connection."""

@@ -1,0 +1,101 @@
+"""The connection pool, the transaction() helper and the one place driver errors are translated."""
+import contextlib
+import logging
+
+from decimal import Decimal
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
+
+log = logging.getLogger(__name__)
+
+
+class NumericLoader(Loader):
+    """Load NUMERIC as int when it has no fraction (all money columns), else as Decimal."""
+
+    def load(self, data) -> int | Decimal:
+        text = bytes(data).decode("ascii")
+        return Decimal(text) if "." in text or not text.lstrip("-").isdigit() else int(text)
+
+
+def configure_connection(conn: psycopg.Connection) -> None:
+    """Per-connection setup shared by the pool and single connections."""
+    conn.adapters.register_loader("numeric", NumericLoader)
+
+
+def connection_kwargs(settings, application_name: str) -> dict:
+    """libpq options every connection gets: a short connect timeout and TCP keepalives."""
+    return {
+        "connect_timeout": settings.db_connect_timeout_s,
+        "application_name": application_name,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "row_factory": dict_row,
+    }
+
+
+def open_pool(settings, application_name: str) -> ConnectionPool:
+    """Open a pool without waiting for PostgreSQL: an outage at start must not crash the process.
+
+    check= tests each connection before handing it out (the pool would otherwise give
+    out connections the server already dropped), and reconnect_timeout bounds the
+    pool's own backoff (1 s, 2 s, 4 s, ...): past it the pool gives up that attempt and
+    the next caller that needs a connection starts a fresh one.
+    """
+    pool = ConnectionPool(
+        settings.database_url.reveal(),
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_pool_timeout_s,
+        reconnect_timeout=settings.db_reconnect_timeout_s,
+        check=ConnectionPool.check_connection,
+        kwargs=connection_kwargs(settings, application_name),
+        configure=configure_connection,
+        name=application_name,
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool
+
+
+@contextlib.contextmanager
+def transaction(pool: ConnectionPool):
+    """Yield a connection inside one transaction: commit on success, roll back on error."""
+    with translate_errors():
+        with pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+
+
+def connect(settings, application_name: str, autocommit: bool = False) -> psycopg.Connection:
+    """One connection outside the pool (CLI commands, migrations), with translated errors."""
+    with translate_errors():
+        conn = psycopg.connect(
+            settings.database_url.reveal(), autocommit=autocommit,
+            **connection_kwargs(settings, application_name))
+        configure_connection(conn)
+        return conn
+
+
+@contextlib.contextmanager
+def translate_errors():
+    """Turn psycopg's exceptions into ours; anything else passes through untouched."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:  # includes psycopg_pool.PoolTimeout
+        raise DatabaseOperationalError(_describe(exc)) from exc
+    except psycopg.InterfaceError as exc:
+        raise DatabaseInterfaceError(_describe(exc)) from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(_describe(exc)) from exc
+
+
+def _describe(exc: Exception) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__

@@ -1,0 +1,160 @@
+"""Withdrawals: hold on request, refund exactly once on reject/fail, signed bytes kept before sending.
+
+The allowed status changes are enforced by a trigger (migrations/0001); these
+functions lock the row, check the state to give a clear error, and post the
+ledger entries whose idempotency keys make every retry harmless.
+"""
+from dataclasses import dataclass
+
+from addresses import canonical
+from db import ledger, users
+from errors import InsufficientFunds, InvalidTransition, NotFound
+
+REQUESTED = "REQUESTED"
+APPROVED = "APPROVED"
+SIGNED = "SIGNED"
+BROADCAST = "BROADCAST"
+CONFIRMED = "CONFIRMED"
+REJECTED = "REJECTED"
+FAILED = "FAILED"
+IN_FLIGHT = (REQUESTED, APPROVED, SIGNED, BROADCAST)
+
+SQL_INSERT = """
+INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+VALUES (%(user_id)s, %(status)s, %(amount)s, %(fee)s, %(to)s,
+        CASE WHEN %(status)s = 'APPROVED' THEN now() END)
+RETURNING *
+"""
+SQL_LOCK = "SELECT * FROM withdrawals WHERE id = %s FOR UPDATE"
+SQL_GET = "SELECT * FROM withdrawals WHERE id = %s"
+SQL_APPROVE = """
+UPDATE withdrawals SET status = 'APPROVED', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *
+"""
+SQL_REJECT = """
+UPDATE withdrawals SET status = 'REJECTED', rejected_by = %s, rejected_at = now(), reason = %s
+WHERE id = %s RETURNING *
+"""
+SQL_FAIL = "UPDATE withdrawals SET status = 'FAILED', reason = %s WHERE id = %s RETURNING *"
+SQL_SIGNED = """
+UPDATE withdrawals SET status = 'SIGNED', nonce = %s, tx_hash = %s, raw_tx = %s WHERE id = %s RETURNING *
+"""
+SQL_SET_STATUS = "UPDATE withdrawals SET status = %s WHERE id = %s RETURNING *"
+SQL_FOR_USER = "SELECT * FROM withdrawals WHERE user_id = %s ORDER BY id DESC LIMIT %s"
+SQL_IN_FLIGHT_FOR_USER = """
+SELECT * FROM withdrawals WHERE user_id = %s AND status IN ('REQUESTED', 'APPROVED', 'SIGNED', 'BROADCAST')
+ORDER BY id
+"""
+SQL_BY_STATUS = "SELECT * FROM withdrawals WHERE status = %s ORDER BY id LIMIT %s"
+
+
+@dataclass(frozen=True)
+class Change:
+    withdrawal: dict
+    changed: bool  # False: it was already in the target state; nothing happened now
+
+
+def request(conn, *, user_id: int, amount: int, fee: int, to_address: str, auto_approve_max: int) -> dict:
+    """Create a withdrawal and hold amount + fee; approved at once when amount <= auto_approve_max > 0."""
+    if amount <= 0 or fee < 0:
+        raise ValueError("amount must be positive and fee non-negative")
+    user = users.lock(conn, user_id)  # serializes concurrent requests of one user
+    if user["balance"] < amount + fee:
+        raise InsufficientFunds("balance does not cover amount plus fee")
+    status = APPROVED if 0 < amount <= auto_approve_max else REQUESTED
+    row = conn.execute(SQL_INSERT, {"user_id": user_id, "status": status, "amount": amount,
+                                    "fee": fee, "to": canonical(to_address)}).fetchone()
+    ledger.post(conn, user_id=user_id, amount=-(amount + fee), kind="withdrawal_hold",
+                reference=f"withdrawal:{row['id']}", key=f"withdrawal:{row['id']}:hold")
+    return row
+
+
+def approve(conn, withdrawal_id: int, admin_id: int) -> Change:
+    current = lock(conn, withdrawal_id)
+    if current["status"] == APPROVED:
+        return Change(current, False)
+    _expect(current, REQUESTED)
+    return Change(conn.execute(SQL_APPROVE, (admin_id, withdrawal_id)).fetchone(), True)
+
+
+def reject(conn, withdrawal_id: int, admin_id: int, reason: str | None) -> Change:
+    """Reject a withdrawal nobody has signed yet and refund it, once however often called."""
+    current = lock(conn, withdrawal_id)
+    if current["status"] == REJECTED:
+        return Change(current, False)
+    _expect(current, REQUESTED, APPROVED)
+    row = conn.execute(SQL_REJECT, (admin_id, reason, withdrawal_id)).fetchone()
+    _refund(conn, row)
+    return Change(row, True)
+
+
+def fail(conn, withdrawal_id: int, reason: str) -> Change:
+    """Mark a withdrawal failed and refund it once.
+
+    Callers must know the transaction can never be mined (a reverted receipt, or it
+    was never signed): refunding a transaction that is later mined pays out twice.
+    """
+    current = lock(conn, withdrawal_id)
+    if current["status"] == FAILED:
+        return Change(current, False)
+    _expect(current, APPROVED, SIGNED, BROADCAST)
+    row = conn.execute(SQL_FAIL, (reason, withdrawal_id)).fetchone()
+    _refund(conn, row)
+    return Change(row, True)
+
+
+def mark_signed(conn, withdrawal_id: int, *, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
+    """Store the signed transaction; this must commit before the bytes are sent."""
+    _expect(lock(conn, withdrawal_id), APPROVED)
+    return conn.execute(SQL_SIGNED, (nonce, tx_hash.lower(), raw_tx, withdrawal_id)).fetchone()
+
+
+def mark_broadcast(conn, withdrawal_id: int) -> Change:
+    current = lock(conn, withdrawal_id)
+    if current["status"] == BROADCAST:
+        return Change(current, False)
+    _expect(current, SIGNED)
+    return Change(conn.execute(SQL_SET_STATUS, (BROADCAST, withdrawal_id)).fetchone(), True)
+
+
+def confirm(conn, withdrawal_id: int) -> Change:
+    """The transfer is mined with enough confirmations; the held funds are gone for good."""
+    current = lock(conn, withdrawal_id)
+    if current["status"] == CONFIRMED:
+        return Change(current, False)
+    _expect(current, SIGNED, BROADCAST)
+    return Change(conn.execute(SQL_SET_STATUS, (CONFIRMED, withdrawal_id)).fetchone(), True)
+
+
+def lock(conn, withdrawal_id: int) -> dict:
+    row = conn.execute(SQL_LOCK, (withdrawal_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"withdrawal #{withdrawal_id} does not exist")
+    return row
+
+
+def get(conn, withdrawal_id: int) -> dict | None:
+    return conn.execute(SQL_GET, (withdrawal_id,)).fetchone()
+
+
+def for_user(conn, user_id: int, limit: int = 10) -> list[dict]:
+    return conn.execute(SQL_FOR_USER, (user_id, limit)).fetchall()
+
+
+def in_flight_for_user(conn, user_id: int) -> list[dict]:
+    return conn.execute(SQL_IN_FLIGHT_FOR_USER, (user_id,)).fetchall()
+
+
+def with_status(conn, status: str, limit: int = 50) -> list[dict]:
+    return conn.execute(SQL_BY_STATUS, (status, limit)).fetchall()
+
+
+def _refund(conn, withdrawal: dict) -> None:
+    ledger.post(conn, user_id=withdrawal["user_id"], amount=withdrawal["amount"] + withdrawal["fee"],
+                kind="withdrawal_refund", reference=f"withdrawal:{withdrawal['id']}",
+                key=f"withdrawal:{withdrawal['id']}:refund")
+
+
+def _expect(withdrawal: dict, *allowed: str) -> None:
+    if withdrawal["status"] not in allowed:
+        raise InvalidTransition(
+            f"withdrawal #{withdrawal['id']} is {withdrawal['status']}, expected {' or '.join(allowed)}")

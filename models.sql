@@ -1,0 +1,232 @@
+-- The full current schema: what migrations/0001..0003 build, without their seed rows.
+-- Keep it equal to the migrations (tests/test_migrations.py compares pg_dump of both).
+-- Change the schema by adding a numbered migration AND editing this file.
+
+
+CREATE TABLE schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE users (
+    id             bigint PRIMARY KEY,              -- Telegram user id
+    username       text,
+    language       text NOT NULL DEFAULT 'en' CHECK (language IN ('ru', 'en')),
+    wallet_address text UNIQUE CHECK (wallet_address ~ '^0x[0-9a-f]{40}$'),
+    balance        numeric(78,0) NOT NULL DEFAULT 0 CHECK (balance >= 0),
+    blocked_bot    boolean NOT NULL DEFAULT false,  -- the user blocked the bot (Telegram 403)
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every balance change is a ledger entry; the trigger below is the only writer of users.balance.
+CREATE TABLE ledger_entries (
+    id              bigserial PRIMARY KEY,
+    user_id         bigint NOT NULL REFERENCES users (id),
+    amount          numeric(78,0) NOT NULL CHECK (amount <> 0),  -- signed: + credit, - debit
+    kind            text NOT NULL CHECK (kind IN ('deposit', 'withdrawal_hold', 'withdrawal_refund', 'adjustment')),
+    reference       text NOT NULL,                               -- e.g. deposit:17, withdrawal:5
+    idempotency_key text NOT NULL UNIQUE,                        -- deposit:<tx>:<log>, withdrawal:<id>:hold
+    balance_after   numeric(78,0) NOT NULL CHECK (balance_after >= 0),
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ledger_entries_user_idx ON ledger_entries (user_id, id);
+
+CREATE FUNCTION ledger_apply_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE users SET balance = balance + NEW.amount WHERE id = NEW.user_id
+        RETURNING balance INTO NEW.balance_after;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ledger entry for unknown user %', NEW.user_id USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER ledger_entries_apply BEFORE INSERT ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION ledger_apply_entry();
+
+CREATE FUNCTION ledger_entries_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger entries are append-only' USING ERRCODE = 'restrict_violation';
+END $$;
+
+CREATE TRIGGER ledger_entries_no_change BEFORE UPDATE OR DELETE ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION ledger_entries_immutable();
+
+-- users.balance may change only from inside the ledger trigger (trigger depth > 1).
+CREATE FUNCTION users_balance_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.balance IS DISTINCT FROM OLD.balance AND pg_trigger_depth() < 2 THEN
+        RAISE EXCEPTION 'balance changes only through ledger_entries' USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER users_balance_only_via_ledger BEFORE UPDATE OF balance ON users
+    FOR EACH ROW EXECUTE FUNCTION users_balance_guard();
+
+CREATE TABLE deposit_level_versions (
+    version    serial PRIMARY KEY,
+    is_current boolean NOT NULL DEFAULT false,
+    created_by bigint,                                -- admin id; NULL for the seeded version
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- At most one current version; replacing it happens in one transaction (db/levels.py).
+CREATE UNIQUE INDEX deposit_level_versions_one_current ON deposit_level_versions (is_current) WHERE is_current;
+
+-- Level bounds are whole-token decimals (exact NUMERIC): the token's decimals are read from
+-- the contract at start, so base units are computed at run time.
+CREATE TABLE deposit_levels (
+    version    integer NOT NULL REFERENCES deposit_level_versions (version),
+    level      integer NOT NULL CHECK (level > 0),
+    min_tokens numeric NOT NULL CHECK (min_tokens > 0),
+    max_tokens numeric NOT NULL,
+    PRIMARY KEY (version, level),
+    CHECK (max_tokens >= min_tokens)
+);
+
+CREATE TABLE deposits (
+    id               bigserial PRIMARY KEY,
+    user_id          bigint REFERENCES users (id),   -- NULL: transfer from an unknown address
+    status           text NOT NULL CHECK (status IN ('PENDING', 'PENDING_NETWORK_RECOVERY', 'CONFIRMED', 'EXPIRED')),
+    requested_amount numeric(78,0) CHECK (requested_amount > 0),  -- NULL: nobody asked for it
+    level_version    integer,
+    level            integer,
+    from_address     text CHECK (from_address ~ '^0x[0-9a-f]{40}$'),
+    credited_amount  numeric(78,0) CHECK (credited_amount > 0),
+    tx_hash          text CHECK (tx_hash ~ '^0x[0-9a-f]{64}$'),
+    log_index        integer CHECK (log_index >= 0),
+    block_number     bigint CHECK (block_number >= 0),
+    block_hash       text CHECK (block_hash ~ '^0x[0-9a-f]{64}$'),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    expires_at       timestamptz,
+    confirmed_at     timestamptz,
+    UNIQUE (tx_hash, log_index),
+    FOREIGN KEY (level_version, level) REFERENCES deposit_levels (version, level),
+    CHECK ((requested_amount IS NULL) = (level IS NULL)),
+    CHECK (requested_amount IS NULL OR user_id IS NOT NULL),
+    -- a matched transfer carries all its coordinates, an unmatched request none of them
+    CHECK ((tx_hash IS NULL) = (log_index IS NULL)
+       AND (tx_hash IS NULL) = (block_number IS NULL)
+       AND (tx_hash IS NULL) = (block_hash IS NULL)
+       AND (tx_hash IS NULL) = (credited_amount IS NULL)),
+    CHECK ((status = 'CONFIRMED') = (tx_hash IS NOT NULL))
+);
+CREATE INDEX deposits_open_requests_idx ON deposits (user_id, requested_amount, created_at)
+    WHERE status IN ('PENDING', 'PENDING_NETWORK_RECOVERY');
+CREATE INDEX deposits_user_idx ON deposits (user_id, id);
+
+CREATE TABLE withdrawals (
+    id          bigserial PRIMARY KEY,
+    user_id     bigint NOT NULL REFERENCES users (id),
+    status      text NOT NULL CHECK (status IN ('REQUESTED', 'APPROVED', 'SIGNED', 'BROADCAST', 'CONFIRMED', 'REJECTED', 'FAILED')),
+    amount      numeric(78,0) NOT NULL CHECK (amount > 0),
+    fee         numeric(78,0) NOT NULL DEFAULT 0 CHECK (fee >= 0),
+    to_address  text NOT NULL CHECK (to_address ~ '^0x[0-9a-f]{40}$'),
+    nonce       bigint UNIQUE CHECK (nonce >= 0),        -- one hot wallet: a nonce is used once
+    tx_hash     text UNIQUE CHECK (tx_hash ~ '^0x[0-9a-f]{64}$'),
+    raw_tx      bytea,
+    approved_by bigint,                                  -- admin id, NULL when auto-approved
+    approved_at timestamptz,
+    rejected_by bigint,
+    rejected_at timestamptz,
+    reason      text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- the signed transaction is committed before it is sent, and never dropped afterwards
+    CHECK (status IN ('REQUESTED', 'APPROVED', 'REJECTED')
+        OR (status = 'FAILED' AND tx_hash IS NULL AND raw_tx IS NULL AND nonce IS NULL)
+        OR (tx_hash IS NOT NULL AND raw_tx IS NOT NULL AND nonce IS NOT NULL))
+);
+CREATE INDEX withdrawals_status_idx ON withdrawals (status, id);
+CREATE INDEX withdrawals_user_idx ON withdrawals (user_id, id);
+
+-- The withdrawal state machine, enforced where no code path can skip it.
+CREATE FUNCTION withdrawals_check_transition() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.raw_tx IS NOT NULL AND (NEW.raw_tx, NEW.tx_hash, NEW.nonce) IS DISTINCT FROM (OLD.raw_tx, OLD.tx_hash, OLD.nonce) THEN
+        RAISE EXCEPTION 'withdrawal %: a signed transaction is never replaced', OLD.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.status <> OLD.status AND (OLD.status, NEW.status) NOT IN (
+        ('REQUESTED', 'APPROVED'), ('REQUESTED', 'REJECTED'),
+        ('APPROVED', 'SIGNED'), ('APPROVED', 'REJECTED'), ('APPROVED', 'FAILED'),
+        ('SIGNED', 'BROADCAST'), ('SIGNED', 'CONFIRMED'), ('SIGNED', 'FAILED'),
+        ('BROADCAST', 'CONFIRMED'), ('BROADCAST', 'FAILED')
+    ) THEN
+        RAISE EXCEPTION 'withdrawal %: % -> % is not allowed', OLD.id, OLD.status, NEW.status
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER withdrawals_transition BEFORE UPDATE ON withdrawals
+    FOR EACH ROW EXECUTE FUNCTION withdrawals_check_transition();
+
+CREATE TABLE blacklist (
+    user_id    bigint PRIMARY KEY,                     -- no FK: a user may be banned before /start
+    reason     text,
+    created_by bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE system_settings (
+    key        text PRIMARY KEY,
+    value      jsonb NOT NULL,
+    updated_by bigint,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE admin_audit_log (
+    id             bigserial PRIMARY KEY,
+    actor_id       bigint NOT NULL,                    -- who tried; not always an admin
+    action         text NOT NULL,
+    target_user_id bigint,
+    details        jsonb NOT NULL DEFAULT '{}',
+    allowed        boolean NOT NULL DEFAULT true,      -- false: a non-admin tried an admin command
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX admin_audit_log_created_idx ON admin_audit_log (created_at);
+
+CREATE TABLE chain_cursor (
+    stream     text PRIMARY KEY,                       -- e.g. deposits:<token>:<deposit address>
+    last_block bigint NOT NULL CHECK (last_block >= 0),  -- last block fully scanned
+    block_hash text CHECK (block_hash ~ '^0x[0-9a-f]{64}$'),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+
+-- Dialog (FSM) state of a chat when Redis is down; migrated back to Redis on recovery.
+CREATE TABLE user_fsm_states (
+    bot_id                 bigint NOT NULL DEFAULT 0,
+    chat_id                bigint NOT NULL,
+    user_id                bigint NOT NULL,
+    thread_id              bigint NOT NULL DEFAULT 0,  -- message_thread_id; 0 = none
+    business_connection_id text NOT NULL DEFAULT '',
+    state                  text,                        -- NULL: no dialog, data may remain
+    data                   jsonb NOT NULL DEFAULT '{}',
+    version                bigint NOT NULL DEFAULT 1,   -- bumped on every write (last writer is known)
+    updated_at             timestamptz NOT NULL DEFAULT now(),
+    migrated_at            timestamptz,                 -- copied back to Redis at this time
+    PRIMARY KEY (bot_id, chat_id, user_id, thread_id, business_connection_id)
+);
+CREATE INDEX user_fsm_states_unmigrated_idx ON user_fsm_states (updated_at) WHERE migrated_at IS NULL;
+
+-- Notifications queued while Redis is down; delivered or migrated back once it returns.
+CREATE TABLE notification_queue_fallback (
+    id              bigserial PRIMARY KEY,
+    chat_id         bigint NOT NULL,
+    payload         jsonb NOT NULL,
+    idempotency_key text NOT NULL UNIQUE,
+    status          text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SENT', 'FAILED', 'MIGRATED')),
+    attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error      text,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at    timestamptz,
+    migrated_at     timestamptz
+);
+CREATE INDEX notification_queue_fallback_due_idx ON notification_queue_fallback (next_attempt_at, id)
+    WHERE status = 'PENDING';

@@ -1,0 +1,100 @@
+"""Fixtures: real PostgreSQL and Redis on 127.0.0.1, a migrated template database cloned per test."""
+import itertools
+import os
+
+import psycopg
+import pytest
+
+import config
+from db import migrate
+from db.pool import configure_connection, connection_kwargs, open_pool
+from devstack.postgres import PostgresServer
+from devstack.redis import RedisServer
+
+TEMPLATE_DB = "migrated_template"
+_db_counter = itertools.count(1)
+
+
+def make_settings(**overrides) -> config.Settings:
+    """Settings as a process would load them, from an explicit environment (no .env file)."""
+    environ = {"ENV_FILE": "/nonexistent/.env", **{k: str(v) for k, v in overrides.items()}}
+    return config.load(environ)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server):
+    """A database with every migration applied; tests clone it (CREATE DATABASE ... TEMPLATE)."""
+    pg_server.admin(f"CREATE DATABASE {TEMPLATE_DB}")
+    with psycopg.connect(pg_server.url(TEMPLATE_DB), autocommit=True) as conn:
+        migrate.migrate(conn, migrate.discover())
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def db_url(pg_server, template_db):
+    """URL of a fresh migrated database of this test's own."""
+    name = f"test_{os.getpid()}_{next(_db_counter)}"
+    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield pg_server.url(name)
+    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_db_url(pg_server):
+    """URL of a fresh database with no schema at all."""
+    name = f"empty_{os.getpid()}_{next(_db_counter)}"
+    pg_server.admin(f"CREATE DATABASE {name}")
+    yield pg_server.url(name)
+    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(db_url):
+    return make_settings(DATABASE_URL=db_url, DB_POOL_MAX_SIZE=60, DB_POOL_TIMEOUT_S=30)
+
+
+@pytest.fixture
+def pool(settings):
+    pool = open_pool(settings, "tests")
+    pool.wait(timeout=10)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def conn(settings):
+    """One autocommit connection configured like the application's."""
+    with psycopg.connect(settings.database_url.reveal(), autocommit=True,
+                         **connection_kwargs(settings, "tests")) as connection:
+        configure_connection(connection)
+        yield connection
+
+
+@pytest.fixture
+def own_pg():
+    """A private PostgreSQL server a test may stop, kill or freeze."""
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis():
+    """A private Redis server a test may stop, kill or freeze."""
+    server = RedisServer(persistent=True).start()
+    yield server
+    server.close()

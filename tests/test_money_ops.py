@@ -1,0 +1,294 @@
+"""Money operations on real PostgreSQL: holds, credits and refunds exactly once, under concurrency."""
+import itertools
+import secrets
+import threading
+from datetime import timedelta
+
+import pytest
+
+from db import deposits, ledger, levels, users, withdrawals
+from db.deposits import Transfer
+from db.pool import transaction
+from errors import DatabaseError, InsufficientFunds, InvalidTransition, NotFound, WalletInUse
+
+ROUNDS = 20
+THREADS = 50
+UNIT = 10**6  # a token with 6 decimals
+_ids = itertools.count(1000)
+
+
+def new_user(pool, balance: int = 0, wallet: str | None = None) -> int:
+    user_id = next(_ids)
+    with transaction(pool) as conn:
+        users.register(conn, user_id, f"user{user_id}", "en")
+        if wallet:
+            users.bind_wallet(conn, user_id, wallet)
+        if balance:
+            ledger.post(conn, user_id=user_id, amount=balance, kind="adjustment",
+                        reference="test", key=f"test:funding:{user_id}")
+    return user_id
+
+
+def random_address() -> str:
+    return "0x" + secrets.token_hex(20)
+
+
+def transfer(sender: str, amount: int, log_index: int = 0, tx_hash: str | None = None) -> Transfer:
+    return Transfer(tx_hash=tx_hash or "0x" + secrets.token_hex(32), log_index=log_index, block_number=100,
+                    block_hash="0x" + secrets.token_hex(32), from_address=sender, amount=amount)
+
+
+def run_concurrently(count: int, action) -> list:
+    """Start `count` threads at one barrier; return each one's result or exception."""
+    barrier = threading.Barrier(count)
+    results = [None] * count
+
+    def worker(index):
+        barrier.wait()
+        try:
+            results[index] = action(index)
+        except Exception as exc:  # every outcome is inspected by the caller
+            results[index] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
+
+
+def balance_of(pool, user_id: int) -> int:
+    with transaction(pool) as conn:
+        return ledger.balance(conn, user_id)
+
+
+def test_fifty_concurrent_withdrawals_against_a_balance_for_one(pool):
+    for _ in range(ROUNDS):
+        user_id = new_user(pool, balance=10 * UNIT)
+
+        def withdraw(_index):
+            with transaction(pool) as conn:
+                return withdrawals.request(conn, user_id=user_id, amount=9 * UNIT, fee=UNIT,
+                                           to_address=random_address(), auto_approve_max=0)
+
+        results = run_concurrently(THREADS, withdraw)
+        succeeded = [r for r in results if isinstance(r, dict)]
+        refused = [r for r in results if isinstance(r, InsufficientFunds)]
+        assert len(succeeded) == 1 and len(refused) == THREADS - 1, [r for r in results if not isinstance(r, (dict, InsufficientFunds))]
+        assert balance_of(pool, user_id) == 0
+        with transaction(pool) as conn:
+            assert len(withdrawals.for_user(conn, user_id)) == 1
+            holds = [e for e in ledger.entries(conn, user_id) if e["kind"] == "withdrawal_hold"]
+            assert [e["amount"] for e in holds] == [-10 * UNIT]
+            assert all(e["balance_after"] >= 0 for e in ledger.entries(conn, user_id))
+
+
+def test_balance_never_negative_even_for_direct_sql(pool):
+    user_id = new_user(pool, balance=UNIT)
+    with pytest.raises(InsufficientFunds):
+        with transaction(pool) as conn:
+            ledger.post(conn, user_id=user_id, amount=-2 * UNIT, kind="adjustment", reference="t", key="t:overdraw")
+    with pytest.raises(DatabaseError, match="only through ledger"):
+        with transaction(pool) as conn:
+            conn.execute("UPDATE users SET balance = 10 WHERE id = %s", (user_id,))
+    with pytest.raises(DatabaseError, match="append-only"):
+        with transaction(pool) as conn:
+            conn.execute("DELETE FROM ledger_entries WHERE user_id = %s", (user_id,))
+    assert balance_of(pool, user_id) == UNIT
+
+
+def test_same_transfer_credited_once_sequentially(pool):
+    wallet = random_address()
+    user_id = new_user(pool, wallet=wallet)
+    event = transfer(wallet, 50 * UNIT)
+    with transaction(pool) as conn:
+        first = deposits.record_transfer(conn, event)
+    with transaction(pool) as conn:
+        second = deposits.record_transfer(conn, event)
+    assert first.credited and not second.credited
+    assert first.deposit["id"] == second.deposit["id"]
+    assert balance_of(pool, user_id) == 50 * UNIT
+
+
+def test_same_transfer_credited_once_concurrently(pool):
+    for _ in range(ROUNDS):
+        wallet = random_address()
+        user_id = new_user(pool, wallet=wallet)
+        with transaction(pool) as conn:
+            version = levels.current(conn)[0].version
+            for _request in range(3):  # several open requests of the same amount: only one is used
+                deposits.create_request(conn, user_id=user_id, amount=50 * UNIT, level_version=version,
+                                        level=1, ttl=timedelta(hours=1))
+        event = transfer(wallet, 50 * UNIT, log_index=3)
+
+        def credit(_index):
+            with transaction(pool) as conn:
+                return deposits.record_transfer(conn, event)
+
+        results = run_concurrently(THREADS, credit)
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert errors == []
+        assert sum(r.credited for r in results) == 1
+        assert len({r.deposit["id"] for r in results}) == 1
+        assert balance_of(pool, user_id) == 50 * UNIT
+        with transaction(pool) as conn:
+            rows = deposits.for_user(conn, user_id)
+            assert sorted(r["status"] for r in rows) == ["CONFIRMED", "PENDING", "PENDING"]
+            assert len([e for e in ledger.entries(conn, user_id) if e["kind"] == "deposit"]) == 1
+
+
+def test_transfer_attaches_to_oldest_matching_request(pool):
+    wallet = random_address()
+    user_id = new_user(pool, wallet=wallet)
+    with transaction(pool) as conn:
+        version = levels.current(conn)[0].version
+        older = deposits.create_request(conn, user_id=user_id, amount=20 * UNIT, level_version=version,
+                                        level=1, ttl=timedelta(hours=1))
+        deposits.create_request(conn, user_id=user_id, amount=20 * UNIT, level_version=version,
+                                level=1, ttl=timedelta(hours=1))
+        other = deposits.create_request(conn, user_id=user_id, amount=30 * UNIT, level_version=version,
+                                        level=1, ttl=timedelta(hours=1))
+        result = deposits.record_transfer(conn, transfer(wallet, 20 * UNIT))
+        assert result.deposit["id"] == older["id"] and result.deposit["status"] == "CONFIRMED"
+        assert result.deposit["level_version"] == version
+        unrequested = deposits.record_transfer(conn, transfer(wallet, 77 * UNIT))
+        assert unrequested.credited and unrequested.deposit["requested_amount"] is None
+        assert deposits.get(conn, other["id"])["status"] == "PENDING"
+    assert balance_of(pool, user_id) == 97 * UNIT
+
+
+def test_unknown_sender_is_recorded_unattributed_and_never_credited(pool):
+    stranger = random_address()
+    with transaction(pool) as conn:
+        result = deposits.record_transfer(conn, transfer(stranger, 5 * UNIT))
+        assert result.credited and result.deposit["user_id"] is None
+        assert result.deposit["from_address"] == stranger.lower()
+        assert [d["id"] for d in deposits.unattributed(conn)][0] == result.deposit["id"]
+        assert conn.execute("SELECT count(*) AS n FROM ledger_entries WHERE reference = %s",
+                            (f"deposit:{result.deposit['id']}",)).fetchone()["n"] == 0
+
+
+def test_expired_requests(pool):
+    user_id = new_user(pool)
+    with transaction(pool) as conn:
+        version = levels.current(conn)[0].version
+        request = deposits.create_request(conn, user_id=user_id, amount=15 * UNIT, level_version=version,
+                                          level=1, ttl=timedelta(seconds=-1))
+        assert [r["id"] for r in deposits.expire_requests(conn)] == [request["id"]]
+        assert deposits.get(conn, request["id"])["status"] == "EXPIRED"
+
+
+def test_refund_happens_once_however_often_retried(pool):
+    for _ in range(ROUNDS):
+        user_id = new_user(pool, balance=100 * UNIT)
+        with transaction(pool) as conn:
+            withdrawal = withdrawals.request(conn, user_id=user_id, amount=60 * UNIT, fee=2 * UNIT,
+                                             to_address=random_address(), auto_approve_max=0)
+        assert balance_of(pool, user_id) == 38 * UNIT
+
+        def reject(index):
+            with transaction(pool) as conn:
+                return withdrawals.reject(conn, withdrawal["id"], admin_id=1, reason=f"try {index}")
+
+        results = run_concurrently(THREADS, reject)
+        assert [r for r in results if isinstance(r, Exception)] == []
+        assert sum(r.changed for r in results) == 1
+        for _retry in range(3):
+            with transaction(pool) as conn:
+                assert not withdrawals.reject(conn, withdrawal["id"], admin_id=1, reason="again").changed
+        assert balance_of(pool, user_id) == 100 * UNIT
+        with transaction(pool) as conn:
+            refunds = [e for e in ledger.entries(conn, user_id) if e["kind"] == "withdrawal_refund"]
+            assert [e["amount"] for e in refunds] == [62 * UNIT]
+
+
+def test_failed_withdrawal_refunds_once(pool):
+    user_id = new_user(pool, balance=10 * UNIT)
+    with transaction(pool) as conn:
+        withdrawal = withdrawals.request(conn, user_id=user_id, amount=4 * UNIT, fee=0,
+                                         to_address=random_address(), auto_approve_max=5 * UNIT)
+        assert withdrawal["status"] == "APPROVED"
+        withdrawals.mark_signed(conn, withdrawal["id"], nonce=7, tx_hash="0x" + "ab" * 32, raw_tx=b"\x01\x02")
+        withdrawals.mark_broadcast(conn, withdrawal["id"])
+    results = run_concurrently(10, lambda i: _in_tx(pool, withdrawals.fail, withdrawal["id"], "reverted"))
+    assert sum(r.changed for r in results) == 1
+    assert balance_of(pool, user_id) == 10 * UNIT
+
+
+def test_confirm_and_state_machine(pool):
+    user_id = new_user(pool, balance=10 * UNIT)
+    with transaction(pool) as conn:
+        w = withdrawals.request(conn, user_id=user_id, amount=3 * UNIT, fee=UNIT,
+                                to_address=random_address(), auto_approve_max=0)
+        assert w["status"] == "REQUESTED"
+        with pytest.raises(InvalidTransition):
+            withdrawals.mark_signed(conn, w["id"], nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x")
+        assert withdrawals.approve(conn, w["id"], admin_id=9).changed
+        assert not withdrawals.approve(conn, w["id"], admin_id=9).changed
+        signed = withdrawals.mark_signed(conn, w["id"], nonce=1, tx_hash="0x" + "CD" * 32, raw_tx=b"raw")
+        assert signed["tx_hash"] == "0x" + "cd" * 32 and bytes(signed["raw_tx"]) == b"raw"
+        with pytest.raises(InvalidTransition):
+            withdrawals.reject(conn, w["id"], admin_id=9, reason="too late")
+        assert withdrawals.confirm(conn, w["id"]).changed
+        assert not withdrawals.confirm(conn, w["id"]).changed
+        with pytest.raises(InvalidTransition):
+            withdrawals.fail(conn, w["id"], "no")
+        with pytest.raises(NotFound):
+            withdrawals.approve(conn, 999999, admin_id=9)
+    assert balance_of(pool, user_id) == 6 * UNIT
+
+
+def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
+    user_id = new_user(pool, balance=10 * UNIT)
+    with transaction(pool) as conn:
+        w = withdrawals.request(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
+                                auto_approve_max=UNIT)
+        withdrawals.mark_signed(conn, w["id"], nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first")
+    with pytest.raises(DatabaseError, match="never replaced"):
+        with transaction(pool) as conn:
+            conn.execute("UPDATE withdrawals SET raw_tx = 'second' WHERE id = %s", (w["id"],))
+    with pytest.raises(DatabaseError, match="SIGNED -> REQUESTED is not allowed"):
+        with transaction(pool) as conn:
+            conn.execute("UPDATE withdrawals SET status = 'REQUESTED' WHERE id = %s", (w["id"],))
+    other = new_user(pool, balance=10 * UNIT)
+    with pytest.raises(DatabaseError, match="UniqueViolation"):  # a nonce is never used twice
+        with transaction(pool) as conn:
+            w2 = withdrawals.request(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
+                                     auto_approve_max=UNIT)
+            withdrawals.mark_signed(conn, w2["id"], nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x")
+
+
+def test_wallets_are_unique_case_insensitively(pool):
+    wallet = random_address()
+    new_user(pool, wallet=wallet)
+    other = new_user(pool)
+    with transaction(pool) as conn:
+        with pytest.raises(WalletInUse):
+            users.bind_wallet(conn, other, wallet.upper().replace("0X", "0x"))
+        assert users.get(conn, other)["wallet_address"] is None
+
+
+def test_level_versions(pool):
+    with transaction(pool) as conn:
+        first = levels.current(conn)
+        version = levels.replace(conn, levels.parse_ranges("5-50, 51-500.5"), admin_id=1)
+        current = levels.current(conn)
+    assert version > first[0].version
+    assert [(l.level, l.min_tokens, l.max_tokens) for l in current] == [(1, "5", "50"), (2, "51", "500.5")]
+    assert levels.level_for(current, 500_500_000, 6).level == 2
+    assert levels.level_for(current, 4 * UNIT, 6) is None
+    with transaction(pool) as conn:
+        assert conn.execute("SELECT count(*) AS n FROM deposit_level_versions WHERE is_current").fetchone()["n"] == 1
+
+
+@pytest.mark.parametrize("text", ["", "10", "10-5", "10-99,50-200", "a-b", "-5-10", "10-99,,"])
+def test_bad_level_ranges(text):
+    from errors import AmountError
+    with pytest.raises(AmountError):
+        levels.parse_ranges(text)
+
+
+def _in_tx(pool, function, *args):
+    with transaction(pool) as conn:
+        return function(conn, *args)

@@ -1,0 +1,126 @@
+"""The local stack's outage controls really take the servers down, and the pool recovers after."""
+import time
+
+import psycopg
+import pytest
+import redis
+
+from db.pool import open_pool, transaction
+from devstack import procs
+from errors import DatabaseOperationalError
+from tests.conftest import make_settings
+
+
+def pg_answers(server) -> bool:
+    try:
+        with psycopg.connect(server.url(), connect_timeout=1) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
+
+
+def redis_answers(server) -> bool:
+    client = redis.Redis.from_url(server.url(), socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return client.ping()
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def test_postgres_kill_freeze_restart_keeps_committed_data(own_pg):
+    own_pg.admin("CREATE TABLE kept (v int)")
+    own_pg.admin("INSERT INTO kept VALUES (42)")
+    with psycopg.connect(own_pg.url()) as idle:  # a backend that must die with the server
+        backends = procs.descendants(own_pg.process.pid)
+        assert backends
+
+        own_pg.kill()
+        assert not pg_answers(own_pg)
+        assert not any(procs.alive(pid) for pid in backends)
+    own_pg.start()
+    assert own_pg.admin("SELECT v FROM kept") == [(42,)]
+
+    own_pg.freeze()
+    started = time.monotonic()
+    assert not pg_answers(own_pg)
+    assert time.monotonic() - started < 5
+    own_pg.thaw()
+    assert pg_answers(own_pg)
+
+    own_pg.stop()
+    assert not own_pg.running() and not pg_answers(own_pg)
+    own_pg.restart()
+    assert own_pg.admin("SELECT v FROM kept") == [(42,)]
+
+
+def test_redis_kill_freeze_restart(own_redis):
+    client = redis.Redis.from_url(own_redis.url(), socket_timeout=1)
+    client.set("k", "v")
+    own_redis.kill()
+    assert not redis_answers(own_redis)
+    own_redis.start()
+    assert client.get("k") == b"v"  # persistent=True: the append-only file survives kill -9
+    own_redis.freeze()
+    assert not redis_answers(own_redis)
+    own_redis.thaw()
+    assert redis_answers(own_redis)
+    own_redis.restart()
+    assert redis_answers(own_redis)
+    client.close()
+
+
+def test_pool_survives_a_crash_and_reconnects_within_its_bound(own_pg):
+    own_pg.admin("CREATE TABLE t (v int)")
+    settings = make_settings(DATABASE_URL=own_pg.url(), DB_POOL_MIN_SIZE=2, DB_POOL_TIMEOUT_S=1,
+                             DB_RECONNECT_TIMEOUT_S=2, DB_CONNECT_TIMEOUT_S=1)
+    pool = open_pool(settings, "stack-test")
+    try:
+        pool.wait(timeout=10)
+        with transaction(pool) as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+
+        own_pg.kill()
+        started = time.monotonic()
+        with pytest.raises(DatabaseOperationalError):
+            with transaction(pool) as conn:
+                conn.execute("SELECT 1")
+        assert time.monotonic() - started < 5  # a dead server answers fast, no 130 s connect hang
+
+        # callers keep trying through an outage longer than DB_RECONNECT_TIMEOUT_S; each fails fast
+        while time.monotonic() - started < 4:
+            attempt = time.monotonic()
+            assert not _works(pool)
+            assert time.monotonic() - attempt < 3
+        own_pg.start()
+        back = time.monotonic()
+        procs.wait_until(lambda: _works(pool), 10, "the pool to reconnect")
+        assert time.monotonic() - back < 10
+        with transaction(pool) as conn:
+            assert conn.execute("SELECT count(*) AS n FROM t").fetchone()["n"] == 1
+    finally:
+        pool.close()
+
+
+def test_pool_does_not_start_blocked_by_a_dead_database():
+    settings = make_settings(DATABASE_URL=f"postgresql://nobody@127.0.0.1:{procs.free_port()}/x",
+                             DB_POOL_TIMEOUT_S=0.5, DB_CONNECT_TIMEOUT_S=1)
+    started = time.monotonic()
+    pool = open_pool(settings, "dead")
+    try:
+        with pytest.raises(DatabaseOperationalError):
+            with transaction(pool):
+                pass
+    finally:
+        pool.close()
+    assert time.monotonic() - started < 5
+
+
+def _works(pool) -> bool:
+    try:
+        with transaction(pool) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except DatabaseOperationalError:
+        return False

@@ -1,4 +1,5 @@
 """Fixtures: real PostgreSQL and Redis on 127.0.0.1, a migrated template database cloned per test."""
+import contextlib
 import itertools
 import os
 
@@ -37,22 +38,30 @@ def template_db(pg_server):
     return TEMPLATE_DB
 
 
+@contextlib.contextmanager
+def scratch_database(server, prefix: str, template: str | None = None):
+    """Create a database (optionally cloned from `template`), yield its URL, drop it after."""
+    name = f"{prefix}_{os.getpid()}_{next(_db_counter)}"
+    clone = f" TEMPLATE {template}" if template else ""
+    server.admin(f"CREATE DATABASE {name}{clone}")
+    try:
+        yield server.url(name)
+    finally:
+        server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def db_url(pg_server, template_db):
     """URL of a fresh migrated database of this test's own."""
-    name = f"test_{os.getpid()}_{next(_db_counter)}"
-    pg_server.admin(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield pg_server.url(name)
-    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(pg_server, "test", template_db) as url:
+        yield url
 
 
 @pytest.fixture
 def empty_db_url(pg_server):
     """URL of a fresh database with no schema at all."""
-    name = f"empty_{os.getpid()}_{next(_db_counter)}"
-    pg_server.admin(f"CREATE DATABASE {name}")
-    yield pg_server.url(name)
-    pg_server.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(pg_server, "empty") as url:
+        yield url
 
 
 @pytest.fixture

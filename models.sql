@@ -132,6 +132,7 @@ CREATE TABLE withdrawals (
     rejected_by bigint,
     rejected_at timestamptz,
     reason      text,
+    request_key text UNIQUE,                             -- one withdrawal per confirmed dialog (double taps)
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     -- the signed transaction is committed before it is sent, and never dropped afterwards

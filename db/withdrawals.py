@@ -20,13 +20,14 @@ FAILED = "FAILED"
 IN_FLIGHT = (REQUESTED, APPROVED, SIGNED, BROADCAST)
 
 SQL_INSERT = """
-INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
-VALUES (%(user_id)s, %(status)s, %(amount)s, %(fee)s, %(to)s,
+INSERT INTO withdrawals (user_id, status, amount, fee, to_address, request_key, approved_at)
+VALUES (%(user_id)s, %(status)s, %(amount)s, %(fee)s, %(to)s, %(request_key)s,
         CASE WHEN %(status)s = 'APPROVED' THEN now() END)
 RETURNING *
 """
 SQL_LOCK = "SELECT * FROM withdrawals WHERE id = %s FOR UPDATE"
 SQL_GET = "SELECT * FROM withdrawals WHERE id = %s"
+SQL_BY_REQUEST_KEY = "SELECT * FROM withdrawals WHERE request_key = %s"
 SQL_APPROVE = """
 UPDATE withdrawals SET status = 'APPROVED', approved_by = %s, approved_at = now() WHERE id = %s RETURNING *
 """
@@ -53,16 +54,32 @@ class Change:
     changed: bool  # False: it was already in the target state; nothing happened now
 
 
-def request(conn, *, user_id: int, amount: int, fee: int, to_address: str, auto_approve_max: int) -> dict:
+def request(conn, *, user_id: int, amount: int, fee: int, to_address: str, auto_approve_max: int,
+            request_key: str | None = None) -> dict:
     """Create a withdrawal and hold amount + fee; approved at once when amount <= auto_approve_max > 0."""
+    return _create(conn, users.lock(conn, user_id), amount, fee, to_address, auto_approve_max, request_key)
+
+
+def request_once(conn, *, request_key: str, user_id: int, amount: int, fee: int, to_address: str,
+                 auto_approve_max: int) -> Change:
+    """request(), but a second call with the same key (a double tap) returns the first withdrawal."""
+    user = users.lock(conn, user_id)  # serializes this user's requests, so the lookup cannot race
+    existing = conn.execute(SQL_BY_REQUEST_KEY, (request_key,)).fetchone()
+    if existing:
+        return Change(existing, False)
+    return Change(_create(conn, user, amount, fee, to_address, auto_approve_max, request_key), True)
+
+
+def _create(conn, user: dict, amount: int, fee: int, to_address: str, auto_approve_max: int,
+            request_key: str | None) -> dict:
     if amount <= 0 or fee < 0:
         raise ValueError("amount must be positive and fee non-negative")
-    user = users.lock(conn, user_id)  # serializes concurrent requests of one user
     if user["balance"] < amount + fee:
         raise InsufficientFunds("balance does not cover amount plus fee")
+    user_id = user["id"]
     status = APPROVED if 0 < amount <= auto_approve_max else REQUESTED
-    row = conn.execute(SQL_INSERT, {"user_id": user_id, "status": status, "amount": amount,
-                                    "fee": fee, "to": canonical(to_address)}).fetchone()
+    row = conn.execute(SQL_INSERT, {"user_id": user_id, "status": status, "amount": amount, "fee": fee,
+                                    "to": canonical(to_address), "request_key": request_key}).fetchone()
     ledger.post(conn, user_id=user_id, amount=-(amount + fee), kind="withdrawal_hold",
                 reference=f"withdrawal:{row['id']}", key=f"withdrawal:{row['id']}:hold")
     return row

@@ -292,3 +292,20 @@ def test_bad_level_ranges(text):
 def _in_tx(pool, function, *args):
     with transaction(pool) as conn:
         return function(conn, *args)
+
+
+def test_double_tap_with_one_request_key_creates_one_withdrawal(pool):
+    for _ in range(5):
+        user_id = new_user(pool, balance=100 * UNIT)
+        address = random_address()
+
+        def confirm(_index):
+            with transaction(pool) as conn:
+                return withdrawals.request_once(conn, request_key=f"wd:{user_id}:draft1", user_id=user_id,
+                                                amount=10 * UNIT, fee=UNIT, to_address=address, auto_approve_max=0)
+
+        results = run_concurrently(20, confirm)
+        assert [r for r in results if isinstance(r, Exception)] == []
+        assert sum(r.changed for r in results) == 1
+        assert len({r.withdrawal["id"] for r in results}) == 1
+        assert balance_of(pool, user_id) == 89 * UNIT

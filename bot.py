@@ -1,17 +1,183 @@
-"""The Telegram bot process: python bot.py.
+"""The Telegram bot process: python bot.py (systemd unit `bot`).
 
-This foundation checks settings and schema; the bot issue adds the handlers.
+A threaded pyTelegramBotAPI bot: handlers are registered in register_handlers(),
+middlewares rate-limit, load the user and turn errors into replies, and our own
+long-polling loop keeps going through Bot API outages (429, 5xx, refused).
 """
+import functools
+import logging
+import signal
 import sys
+import threading
 
+import requests
+from telebot import TeleBot, apihelper
+from telebot.types import BotCommand
+
+import adminflows
 import boot
+import chain
+import keyboards
+import tg
+import userflows
+from botctx import Context
+from config import SettingsWatcher
+from db import system_settings
+from db.pool import open_pool, transaction
+from dr import DialogStore, RateLimiter, redis_client
+from errors import DatabaseError
+from middlewares import SessionMiddleware
+from texts import t
+
+log = logging.getLogger("bot")
+
+HANDLER_THREADS = 4
+POLL_BACKOFF_MAX_S = 5.0
+TOKEN_CACHE_KEY = "token_metadata"
+USER_COMMANDS = ("start", "deposit", "balance", "withdraw", "history", "wallet", "lang", "cancel", "help")
+COMMAND_DESCRIPTIONS = {
+    "en": {"start": "Main menu", "deposit": "Deposit", "balance": "Balance", "withdraw": "Withdraw",
+           "history": "Last operations", "wallet": "Bind your wallet", "lang": "Language", "cancel": "Leave a dialog",
+           "help": "Commands"},
+    "ru": {"start": "Главное меню", "deposit": "Пополнить", "balance": "Баланс", "withdraw": "Вывести",
+           "history": "Последние операции", "wallet": "Привязать кошелёк", "lang": "Язык",
+           "cancel": "Выйти из диалога", "help": "Команды"},
+}
+NOT_TEXT = ["audio", "document", "photo", "sticker", "video", "video_note", "voice", "location", "contact",
+            "animation", "dice", "poll", "venue", "game", "story"]
+
+
+def register_handlers(bot: TeleBot, ctx: Context) -> None:
+    """Wire every command, the dialog text handler and the button router."""
+    commands = {
+        "start": userflows.start, "help": userflows.help_, "cancel": userflows.cancel, "lang": userflows.lang,
+        "wallet": userflows.wallet, "deposit": userflows.deposit, "balance": userflows.balance,
+        "history": userflows.history, "withdraw": userflows.withdraw,
+        "pending": adminflows.pending, "approve": adminflows.approve, "reject": adminflows.reject,
+        "ban": adminflows.ban, "unban": adminflows.unban, "levels": adminflows.show_levels,
+        "setlevels": adminflows.set_levels, "settings": adminflows.show_settings, "set": adminflows.set_setting,
+        "stats": adminflows.show_stats, "status": adminflows.show_status,
+        "unattributed": adminflows.show_unattributed,
+    }
+    for name, handler in commands.items():
+        bot.register_message_handler(functools.partial(handler, ctx), commands=[name])
+    bot.register_message_handler(functools.partial(userflows.text, ctx), content_types=["text"])
+    bot.register_message_handler(functools.partial(userflows.not_text, ctx), content_types=NOT_TEXT)
+    bot.register_callback_query_handler(functools.partial(route_callback, ctx), func=lambda call: True)
+
+
+def route_callback(ctx: Context, call, data) -> None:
+    """Dispatch a button press; forged or unknown data gets 'this button is no longer valid'."""
+    parsed = keyboards.parse(call.data)
+    if parsed is None:
+        ctx.answer(call.id, t(data["lang"], "stale_button"))
+        return
+    kind, args = parsed.kind, parsed.args
+    if kind == "menu":
+        userflows.menu_pressed(ctx, call, data, args[0])
+    elif kind == "lang":
+        userflows.language_pressed(ctx, call, data, args[0])
+    elif kind == "level":
+        userflows.choose_level(ctx, call, data, int(args[0]), int(args[1]))
+    elif kind == "withdraw_all":
+        userflows.withdraw_all_pressed(ctx, call, data)
+    elif kind == "withdraw_confirm":
+        userflows.confirm_withdrawal(ctx, call, data, args[0])
+    elif kind == "withdraw_cancel":
+        userflows.cancel_withdrawal(ctx, call, data, args[0])
+    elif kind == "approve":
+        adminflows.approve_pressed(ctx, call, data, args[0])
+    elif kind == "reject":
+        adminflows.reject_pressed(ctx, call, data, args[0])
+
+
+def register_commands(bot: TeleBot) -> None:
+    """Publish the command menu in both languages (and English as the default)."""
+    for language in (None, "en", "ru"):
+        descriptions = COMMAND_DESCRIPTIONS[language or "en"]
+        commands = [BotCommand(name, descriptions[name]) for name in USER_COMMANDS]
+        try:
+            tg.call(bot.set_my_commands, commands, language_code=language)
+        except tg.SendFailed as exc:
+            log.warning("setMyCommands (%s) failed: %s; the menu stays as it was", language or "default", exc)
+
+
+def load_token_info(settings, pool) -> chain.TokenInfo:
+    """Symbol and decimals from the contract, cached in the database for when the RPC is down."""
+    try:
+        info = chain.read_token_info(chain.connect(settings), settings.token_address)
+    except Exception as exc:  # any RPC trouble: fall back to the cached copy
+        log.warning("token metadata from the RPC failed (%s); using the cached copy", type(exc).__name__)
+        with transaction(pool) as conn:
+            cached = system_settings.get(conn, TOKEN_CACHE_KEY)
+        if not cached or cached.get("address", "").lower() != settings.token_address.lower():
+            boot.fail("bot: cannot read the token's symbol and decimals: the RPC is unreachable and none are cached")
+        return chain.TokenInfo(settings.token_address, cached["symbol"], int(cached["decimals"]))
+    with transaction(pool) as conn:
+        system_settings.put(conn, TOKEN_CACHE_KEY, {"address": info.address, "symbol": info.symbol,
+                                                    "decimals": info.decimals}, None)
+    return info
+
+
+def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> None:
+    """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after."""
+    offset, backoff = None, 0.0
+    while not stop.is_set():
+        try:
+            updates = bot.get_updates(offset=offset, timeout=poll_timeout_s + 10,
+                                      long_polling_timeout=poll_timeout_s,
+                                      allowed_updates=["message", "callback_query"])
+        except (apihelper.ApiException, requests.RequestException) as exc:
+            retry_after = tg.retry_after_s(exc)
+            backoff = retry_after if retry_after is not None else min(max(backoff * 2, 0.25), POLL_BACKOFF_MAX_S)
+            log.warning("getUpdates failed (%s); retrying in %.2f s", _describe(exc), backoff)
+            stop.wait(backoff)
+            continue
+        backoff = 0.0
+        if updates:
+            offset = updates[-1].update_id + 1
+            bot.process_new_updates(updates)
+
+
+def _describe(exc: Exception) -> str:
+    code = getattr(exc, "error_code", None)
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
 
 
 def main() -> int:
     settings = boot.settings_or_exit("DATABASE_URL")
     boot.schema_current_or_exit(settings, "bot")
-    boot.require_or_exit(settings, "BOT_TOKEN")
-    boot.fail("bot: the Telegram handlers are not built yet (issue 3); schema and settings are fine")
+    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS")
+    if not settings.deposit_address:
+        boot.fail("configuration error: DEPOSIT_ADDRESS: required (or HOT_WALLET_PRIVATE_KEY to derive it)", 2)
+    pool = open_pool(settings, "bot")
+    try:
+        token = load_token_info(settings, pool)
+    except DatabaseError as exc:
+        boot.fail(f"bot: cannot reach the database: {exc}")
+    tg.configure(settings.telegram_api_url)
+    redis = redis_client(settings)
+    dialogs = DialogStore(redis)
+    bot = TeleBot(settings.bot_token.reveal(), threaded=True, num_threads=HANDLER_THREADS,
+                  use_class_middlewares=True, state_storage=dialogs)
+    watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
+    ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs,
+                  limiter=RateLimiter(redis, settings.rate_limit_updates, settings.rate_limit_window_s),
+                  token=token, bot_id=int(settings.bot_token.reveal().split(":")[0]))
+    bot.setup_middleware(SessionMiddleware(ctx))
+    register_handlers(bot, ctx)
+    register_commands(bot)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("bot started: token %s (%s decimals), polling %s", token.symbol, token.decimals,
+             settings.telegram_api_url)
+    poll_forever(bot, stop, settings.telegram_poll_timeout_s)
+    log.info("stopping: finishing handlers in progress")
+    bot.worker_pool.close()
+    pool.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -190,9 +190,9 @@ def _token_units(text: str) -> str:
     return text
 
 
-def _secret_text(text: str) -> Secret:
-    if any(ch.isspace() for ch in text):
-        raise ValueError("must not contain whitespace")
+def _bot_token(text: str) -> Secret:
+    if not re.fullmatch(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}", text):
+        raise ValueError("malformed: expected <bot id>:<secret> as given by @BotFather")
     return Secret(text)
 
 
@@ -210,7 +210,7 @@ class Var:
 
 
 VARIABLES = (
-    Var("BOT_TOKEN", _secret_text, None, "Telegram bot token (secret); required by bot.py and worker.py", True),
+    Var("BOT_TOKEN", _bot_token, None, "Telegram bot token (secret); required by bot.py and worker.py", True),
     Var("TELEGRAM_API_URL", _url("http", "https"), "https://api.telegram.org",
         "Bot API base URL; the bot calls {base}/bot{token}/{method}"),
     Var("DATABASE_URL", _url("postgresql", "postgres", secret=SecretUrl), None,
@@ -232,6 +232,12 @@ VARIABLES = (
     Var("WITHDRAWAL_AUTO_APPROVE_MAX", _token_units, "0",
         "token units; withdrawals up to this are approved at once, 0 = every one needs an admin"),
     Var("STATE_DIR", _path, "./state", "directory for heartbeat and status files"),
+    Var("DEPOSIT_REQUEST_TTL_H", _integer(1, 720), "24", "hours a deposit request stays open"),
+    Var("RATE_LIMIT_UPDATES", _integer(1, 10000), "20", "updates a user may send per window"),
+    Var("RATE_LIMIT_WINDOW_S", _integer(1, 3600), "10", "seconds of the rate-limit window"),
+    Var("REDIS_TIMEOUT_S", _seconds(0.1), "1", "seconds for a Redis connect or command before it counts as down"),
+    Var("RPC_TIMEOUT_S", _seconds(0.1), "5", "seconds for one JSON-RPC request"),
+    Var("TELEGRAM_POLL_TIMEOUT_S", _integer(1, 50), "25", "seconds of one getUpdates long poll"),
     Var("DB_CONNECT_TIMEOUT_S", _integer(1, 60), "3", "seconds to wait for a PostgreSQL connection to open"),
     Var("DB_POOL_MIN_SIZE", _integer(0, 100), "1", "connections the pool keeps open"),
     Var("DB_POOL_MAX_SIZE", _integer(1, 200), "10", "most connections the pool opens"),

@@ -1,16 +1,149 @@
-"""Operator CLI for disaster recovery and schema: python dr.py migrate|status.
+"""Resilience pieces shared by bot and worker, and the operator CLI: python dr.py migrate|status.
 
-Later issues add the circuit breaker, fallback storage, recovery routines and the
-commands recover, warmup and maintenance on|off.
+Here: the Redis client factory, the dialog (FSM) storage, the rate limiter.
+Later issues add the circuit breaker, PostgreSQL fallbacks, the notification queue,
+recovery routines and the commands recover, warmup and maintenance on|off.
 """
 import argparse
+import json
+import logging
 import sys
+import threading
+import time
+
+import redis
+from telebot.storage import StateStorageBase
 
 import boot
 from db import migrate
 from db.pool import connect
 from errors import DatabaseError, MigrationError
 
+log = logging.getLogger(__name__)
+
+DIALOG_TTL_S = 24 * 3600  # an abandoned dialog is forgotten after a day
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
+def redis_client(settings) -> redis.Redis:
+    """A client whose every call fails within REDIS_TIMEOUT_S; callers own any retrying."""
+    return redis.Redis.from_url(
+        settings.redis_url.reveal(), socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s, health_check_interval=0, decode_responses=True)
+
+
+class DialogStore(StateStorageBase):
+    """Dialog state and data per (bot, chat, user, thread), kept in Redis as one JSON value.
+
+    get/put/clear are what the handlers use; the StateStorageBase methods let telebot
+    use the same storage.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int = DIALOG_TTL_S):
+        super().__init__()
+        self._redis = client
+        self._ttl_s = ttl_s
+
+    def get(self, chat_id: int, user_id: int, **where) -> tuple[str | None, dict]:
+        raw = self._redis.get(self._key(chat_id, user_id, **where))
+        if not raw:
+            return None, {}
+        value = json.loads(raw)
+        return value.get("state"), value.get("data") or {}
+
+    def put(self, chat_id: int, user_id: int, state: str | None, data: dict, **where) -> None:
+        payload = json.dumps({"state": state, "data": data, "updated_at": time.time()})
+        self._redis.set(self._key(chat_id, user_id, **where), payload, ex=self._ttl_s)
+
+    def clear(self, chat_id: int, user_id: int, **where) -> bool:
+        return bool(self._redis.delete(self._key(chat_id, user_id, **where)))
+
+    @staticmethod
+    def _key(chat_id, user_id, business_connection_id=None, message_thread_id=None, bot_id=None) -> str:
+        return f"fsm:{bot_id or 0}:{chat_id}:{user_id}:{message_thread_id or 0}:{business_connection_id or ''}"
+
+    # --- telebot's StateStorageBase interface
+    def set_state(self, chat_id, user_id, state, **where):
+        state_name = getattr(state, "name", state)
+        _, data = self.get(chat_id, user_id, **where)
+        self.put(chat_id, user_id, state_name, data, **where)
+        return True
+
+    def get_state(self, chat_id, user_id, **where):
+        return self.get(chat_id, user_id, **where)[0]
+
+    def delete_state(self, chat_id, user_id, **where):
+        return self.clear(chat_id, user_id, **where)
+
+    def set_data(self, chat_id, user_id, key, value, **where):
+        state, data = self.get(chat_id, user_id, **where)
+        data[key] = value
+        self.put(chat_id, user_id, state, data, **where)
+        return True
+
+    def get_data(self, chat_id, user_id, **where):
+        return self.get(chat_id, user_id, **where)[1]
+
+    def reset_data(self, chat_id, user_id, **where):
+        state, _ = self.get(chat_id, user_id, **where)
+        self.put(chat_id, user_id, state, {}, **where)
+        return True
+
+    def save(self, chat_id, user_id, data, **where):
+        state, _ = self.get(chat_id, user_id, **where)
+        self.put(chat_id, user_id, state, data, **where)
+        return True
+
+    def get_interactive_data(self, chat_id, user_id, **where):
+        raise NotImplementedError("use get() and put()")
+
+
+ALLOW, WARN, DROP = "ALLOW", "WARN", "DROP"
+
+
+class RateLimiter:
+    """Fixed-window counter per user: ALLOW up to the limit, WARN once past it, then DROP.
+
+    Counts live in Redis so bot restarts do not reset them; while Redis is down the
+    same counting happens in memory, so a flood is still cut off.
+    """
+
+    def __init__(self, client: redis.Redis, limit: int, window_s: int, clock=time.time):
+        self._redis = client
+        self._limit = limit
+        self._window_s = window_s
+        self._clock = clock
+        self._local: dict[tuple[int, int], int] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, user_id: int) -> str:
+        window = int(self._clock() // self._window_s)
+        try:
+            count = self._count_in_redis(user_id, window)
+        except REDIS_ERRORS as exc:
+            log.warning("rate limiter: Redis unavailable (%s), counting in memory", type(exc).__name__)
+            count = self._count_in_memory(user_id, window)
+        if count <= self._limit:
+            return ALLOW
+        return WARN if count == self._limit + 1 else DROP
+
+    def _count_in_redis(self, user_id: int, window: int) -> int:
+        key = f"rl:{user_id}:{window}"
+        pipe = self._redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, self._window_s * 2)
+        return int(pipe.execute()[0])
+
+    def _count_in_memory(self, user_id: int, window: int) -> int:
+        with self._lock:
+            for key in [k for k in self._local if k[1] < window]:
+                del self._local[key]
+            count = self._local.get((user_id, window), 0) + 1
+            self._local[(user_id, window)] = count
+            return count
+
+
+# --- operator CLI
 
 def run_migrate(settings) -> int:
     """Apply pending migrations; refuse if an applied file was edited or a number is missing."""

@@ -91,7 +91,8 @@ def test_key_without_prefix_and_explicit_deposit_address():
     ("WITHDRAWAL_AUTO_APPROVE_MAX", "-1", "plain decimal"),
     ("WITHDRAWAL_AUTO_APPROVE_MAX", "1e3", "plain decimal"),
     ("DB_POOL_TIMEOUT_S", "fast", "not a number of seconds"),
-    ("BOT_TOKEN", "has space", "whitespace"),
+    ("BOT_TOKEN", "has space", "malformed"),
+    ("BOT_TOKEN", "abc:def", "malformed"),
 ])
 def test_bad_value_names_the_variable(name, value, reason):
     with pytest.raises(ConfigError) as caught:

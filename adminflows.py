@@ -1,0 +1,316 @@
+"""Admin commands. Only ids in ADMIN_IDS get here (see admin_only); every action is audited."""
+import functools
+import logging
+
+import keyboards
+import userflows
+from db import audit, blacklist, deposits, levels, stats, system_settings, withdrawals
+from errors import AmountError, InvalidTransition, NotFound
+from money import parse_amount
+from texts import t
+
+log = logging.getLogger(__name__)
+
+PENDING_LIMIT = 20
+SUPPORT_CONTACT_MAX_CHARS = 64
+# setting -> how to validate its text (returns the JSON value stored)
+SETTING_RULES = {
+    "min_withdrawal": lambda ctx, text: _token_amount(ctx, text, allow_zero=False),
+    "withdrawal_fee": lambda ctx, text: _token_amount(ctx, text, allow_zero=True),
+    "support_contact": lambda ctx, text: _short_text(text),
+}
+
+
+def admin_only(action: str):
+    """Non-admins get the unknown-command reply, and the attempt is audited."""
+    def wrap(handler):
+        @functools.wraps(handler)
+        def guarded(ctx, message, data, *args):
+            actor = message.from_user.id
+            if not ctx.is_admin(actor):
+                with ctx.transaction() as conn:
+                    audit.record(conn, actor_id=actor, action=action, allowed=False,
+                                 details={"text": _excerpt(message)})
+                chat_id = message.message.chat.id if hasattr(message, "data") else message.chat.id
+                if hasattr(message, "data"):
+                    ctx.answer(message.id)
+                ctx.say(chat_id, data["lang"], "unknown_command")
+                return
+            handler(ctx, message, data, *args)
+        return guarded
+    return wrap
+
+
+def _excerpt(update) -> str:
+    return (getattr(update, "data", None) or getattr(update, "text", None) or "")[:200]
+
+
+def _args(message) -> list[str]:
+    return userflows.command_args(message)
+
+
+def _usage(ctx, message, data, usage: str) -> None:
+    ctx.say(message.chat.id, data["lang"], "admin_usage", usage=usage)
+
+
+def _int_arg(text: str) -> int | None:
+    text = text.lstrip("#")
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+# --- withdrawals
+
+@admin_only("pending")
+def pending(ctx, message, data) -> None:
+    with ctx.transaction() as conn:
+        rows = withdrawals.with_status(conn, withdrawals.REQUESTED, PENDING_LIMIT)
+    if not rows:
+        ctx.say(message.chat.id, data["lang"], "admin_pending_empty")
+        return
+    for row in rows:
+        ctx.send(message.chat.id, userflows.pending_line(ctx, data["lang"], row),
+                 keyboards.approve_reject(data["lang"], row["id"]))
+
+
+@admin_only("approve")
+def approve(ctx, message, data) -> None:
+    args = _args(message)
+    withdrawal_id = _int_arg(args[0]) if len(args) == 1 else None
+    if withdrawal_id is None:
+        _usage(ctx, message, data, "/approve <id>")
+        return
+    approve_withdrawal(ctx, message.chat.id, message.from_user.id, data["lang"], withdrawal_id)
+
+
+@admin_only("reject")
+def reject(ctx, message, data) -> None:
+    args = _args(message)
+    withdrawal_id = _int_arg(args[0]) if args else None
+    if withdrawal_id is None:
+        _usage(ctx, message, data, "/reject <id> [reason]")
+        return
+    reason = message.text.split(maxsplit=2)[2][:500] if len(args) > 1 else None
+    reject_withdrawal(ctx, message.chat.id, message.from_user.id, data["lang"], withdrawal_id, reason)
+
+
+@admin_only("approve")
+def approve_pressed(ctx, call, data, withdrawal_id: str) -> None:
+    ctx.answer(call.id)
+    approve_withdrawal(ctx, call.message.chat.id, call.from_user.id, data["lang"], int(withdrawal_id))
+
+
+@admin_only("reject")
+def reject_pressed(ctx, call, data, withdrawal_id: str) -> None:
+    ctx.answer(call.id)
+    reject_withdrawal(ctx, call.message.chat.id, call.from_user.id, data["lang"], int(withdrawal_id), None)
+
+
+def approve_withdrawal(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int) -> None:
+    try:
+        with ctx.transaction() as conn:
+            change = withdrawals.approve(conn, withdrawal_id, admin_id)
+            if change.changed:
+                audit.record(conn, actor_id=admin_id, action="approve", target_user_id=change.withdrawal["user_id"],
+                             details={"withdrawal": withdrawal_id})
+    except NotFound:
+        ctx.say(chat_id, lang, "admin_not_found", id=withdrawal_id)
+        return
+    except InvalidTransition:
+        _report_state(ctx, chat_id, lang, withdrawal_id)
+        return
+    row = change.withdrawal
+    if not change.changed:
+        ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
+        return
+    ctx.say(chat_id, lang, "admin_approved", id=withdrawal_id)
+    ctx.notify(row["user_id"], "notify_withdrawal_approved", id=withdrawal_id, amount=ctx.amount(row["amount"]))
+
+
+def reject_withdrawal(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, reason: str | None) -> None:
+    try:
+        with ctx.transaction() as conn:
+            change = withdrawals.reject(conn, withdrawal_id, admin_id, reason)
+            if change.changed:
+                audit.record(conn, actor_id=admin_id, action="reject", target_user_id=change.withdrawal["user_id"],
+                             details={"withdrawal": withdrawal_id, "reason": reason})
+    except NotFound:
+        ctx.say(chat_id, lang, "admin_not_found", id=withdrawal_id)
+        return
+    except InvalidTransition:
+        _report_state(ctx, chat_id, lang, withdrawal_id)
+        return
+    row = change.withdrawal
+    if not change.changed:
+        ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
+        return
+    ctx.say(chat_id, lang, "admin_rejected", id=withdrawal_id)
+    user_lang = ctx.language_of(row["user_id"])
+    ctx.say(row["user_id"], user_lang, "notify_withdrawal_rejected", id=withdrawal_id,
+            amount=ctx.amount(row["amount"]), total=ctx.amount(row["amount"] + row["fee"]),
+            symbol=ctx.token.symbol, reason=reason or t(user_lang, "no_reason"))
+
+
+def _report_state(ctx, chat_id: int, lang: str, withdrawal_id: int) -> None:
+    with ctx.transaction() as conn:
+        row = withdrawals.get(conn, withdrawal_id)
+    ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
+
+
+# --- blacklist
+
+@admin_only("ban")
+def ban(ctx, message, data) -> None:
+    args = _args(message)
+    user_id = _int_arg(args[0]) if args else None
+    if user_id is None:
+        _usage(ctx, message, data, "/ban <user_id> [reason]")
+        return
+    if ctx.is_admin(user_id):
+        ctx.say(message.chat.id, data["lang"], "admin_cannot_ban_admin")
+        return
+    reason = message.text.split(maxsplit=2)[2][:500] if len(args) > 1 else None
+    with ctx.transaction() as conn:
+        blacklist.ban(conn, user_id, reason, message.from_user.id)
+        audit.record(conn, actor_id=message.from_user.id, action="ban", target_user_id=user_id,
+                     details={"reason": reason})
+    ctx.say(message.chat.id, data["lang"], "admin_banned", user_id=user_id)
+
+
+@admin_only("unban")
+def unban(ctx, message, data) -> None:
+    args = _args(message)
+    user_id = _int_arg(args[0]) if len(args) == 1 else None
+    if user_id is None:
+        _usage(ctx, message, data, "/unban <user_id>")
+        return
+    with ctx.transaction() as conn:
+        removed = blacklist.unban(conn, user_id)
+        audit.record(conn, actor_id=message.from_user.id, action="unban", target_user_id=user_id,
+                     details={"was_banned": removed})
+    ctx.say(message.chat.id, data["lang"], "admin_unbanned" if removed else "admin_not_banned", user_id=user_id)
+
+
+# --- deposit levels
+
+def _describe_levels(ctx, current) -> str:
+    return "\n".join(f"{lvl.level}: {lvl.min_tokens}-{lvl.max_tokens} {ctx.token.symbol}" for lvl in current)
+
+
+@admin_only("levels")
+def show_levels(ctx, message, data) -> None:
+    with ctx.transaction() as conn:
+        current = levels.current(conn)
+        audit.record(conn, actor_id=message.from_user.id, action="levels")
+    version = current[0].version if current else 0
+    ctx.say(message.chat.id, data["lang"], "admin_levels", version=version, levels=_describe_levels(ctx, current))
+
+
+@admin_only("setlevels")
+def set_levels(ctx, message, data) -> None:
+    args = _args(message)
+    if not args:
+        _usage(ctx, message, data, "/setlevels 10-99,100-999,1000-10000")
+        return
+    try:
+        ranges = levels.parse_ranges("".join(args))
+        for low, high in ranges:  # every bound must be expressible in the token's decimals
+            parse_amount(low, ctx.token.decimals)
+            parse_amount(high, ctx.token.decimals)
+    except AmountError as exc:
+        ctx.say(message.chat.id, data["lang"], "admin_bad_levels", reason=str(exc))
+        return
+    with ctx.transaction() as conn:
+        version = levels.replace(conn, ranges, message.from_user.id)
+        audit.record(conn, actor_id=message.from_user.id, action="setlevels",
+                     details={"version": version, "ranges": ranges})
+        current = levels.current(conn)
+    ctx.say(message.chat.id, data["lang"], "admin_levels_set", version=version, levels=_describe_levels(ctx, current))
+
+
+# --- settings
+
+@admin_only("settings")
+def show_settings(ctx, message, data) -> None:
+    with ctx.transaction() as conn:
+        rows = system_settings.all_settings(conn)
+        audit.record(conn, actor_id=message.from_user.id, action="settings")
+    text = "\n".join(f"{row['key']} = {row['value']}" for row in rows)
+    ctx.say(message.chat.id, data["lang"], "admin_settings", settings=text)
+
+
+@admin_only("set")
+def set_setting(ctx, message, data) -> None:
+    parts = (message.text or "").split(maxsplit=2)
+    if len(parts) != 3 or parts[1] not in SETTING_RULES:
+        _usage(ctx, message, data, f"/set <{'|'.join(SETTING_RULES)}> <value>")
+        return
+    key, raw = parts[1], parts[2].strip()
+    try:
+        value = SETTING_RULES[key](ctx, raw)
+    except ValueError as exc:
+        ctx.say(message.chat.id, data["lang"], "admin_bad_setting", reason=str(exc))
+        return
+    with ctx.transaction() as conn:
+        old = system_settings.get(conn, key)
+        system_settings.put(conn, key, value, message.from_user.id)
+        audit.record(conn, actor_id=message.from_user.id, action="set", details={"key": key, "old": old, "new": value})
+    ctx.say(message.chat.id, data["lang"], "admin_setting_saved", setting=key, value=value)
+
+
+def _token_amount(ctx, text: str, allow_zero: bool) -> str:
+    """A whole-token decimal valid for this token; stored as a JSON string, never a float."""
+    units = parse_amount(text, ctx.token.decimals, allow_zero=allow_zero)  # AmountError is a ValueError
+    return ctx.amount(units)
+
+
+def _short_text(text: str) -> str:
+    if not 0 < len(text) <= SUPPORT_CONTACT_MAX_CHARS or any(not ch.isprintable() for ch in text):
+        raise ValueError(f"1 to {SUPPORT_CONTACT_MAX_CHARS} printable characters")
+    return text
+
+
+# --- overview
+
+@admin_only("stats")
+def show_stats(ctx, message, data) -> None:
+    with ctx.transaction() as conn:
+        summary = stats.summary(conn)
+        audit.record(conn, actor_id=message.from_user.id, action="stats")
+    lang = data["lang"]
+    none = t(lang, "none")
+    ctx.say(message.chat.id, lang, "admin_stats", users=summary["users"], balances=ctx.amount(summary["balances"]),
+            symbol=ctx.token.symbol,
+            deposits=", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or none,
+            withdrawals=", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or none)
+
+
+@admin_only("status")
+def show_status(ctx, message, data) -> None:
+    lang = data["lang"]
+    database = t(lang, "ok")
+    try:
+        with ctx.transaction() as conn:
+            conn.execute("SELECT 1")
+            audit.record(conn, actor_id=message.from_user.id, action="status")
+    except Exception:  # /status must answer whatever is down
+        database = t(lang, "down")
+    try:
+        redis_state = t(lang, "ok") if ctx.redis.ping() else t(lang, "down")
+    except Exception:
+        redis_state = t(lang, "down")
+    maintenance = t(lang, "on") if ctx.settings.blockchain_maintenance_mode else t(lang, "off")
+    ctx.say(message.chat.id, lang, "admin_status", database=database, redis=redis_state, maintenance=maintenance)
+
+
+@admin_only("unattributed")
+def show_unattributed(ctx, message, data) -> None:
+    with ctx.transaction() as conn:
+        rows = deposits.unattributed(conn, 20)
+        audit.record(conn, actor_id=message.from_user.id, action="unattributed")
+    lang = data["lang"]
+    if not rows:
+        ctx.say(message.chat.id, lang, "admin_unattributed_empty")
+        return
+    lines = [t(lang, "admin_unattributed_item", id=r["id"], amount=ctx.amount(r["credited_amount"]),
+               symbol=ctx.token.symbol, address=r["from_address"], tx_hash=r["tx_hash"]) for r in rows]
+    ctx.send(message.chat.id, "\n".join(lines))

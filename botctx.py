@@ -1,0 +1,94 @@
+"""What every handler needs, in one object: settings, storage, the token, and ways to reply."""
+import logging
+from dataclasses import dataclass
+
+from telebot import TeleBot
+
+import tg
+from chain import TokenInfo
+from config import SettingsWatcher
+from db import users
+from db.pool import transaction
+from dr import DialogStore, RateLimiter
+from money import format_amount
+from texts import t
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    bot: TeleBot
+    watcher: SettingsWatcher
+    pool: object
+    redis: object
+    dialogs: DialogStore
+    limiter: RateLimiter
+    token: TokenInfo
+    bot_id: int = 0
+
+    @property
+    def settings(self):
+        """Current settings; .env edits show up here within seconds."""
+        return self.watcher.current()
+
+    def transaction(self):
+        return transaction(self.pool)
+
+    def is_admin(self, user_id: int) -> bool:
+        return user_id in self.settings.admin_ids
+
+    def amount(self, units: int) -> str:
+        return format_amount(int(units), self.token.decimals)
+
+    # --- dialogs (keyed by chat and user)
+    def dialog(self, chat_id: int, user_id: int) -> tuple[str | None, dict]:
+        return self.dialogs.get(chat_id, user_id, bot_id=self.bot_id)
+
+    def set_dialog(self, chat_id: int, user_id: int, state: str | None, data: dict | None = None) -> None:
+        self.dialogs.put(chat_id, user_id, state, data or {}, bot_id=self.bot_id)
+
+    def end_dialog(self, chat_id: int, user_id: int) -> bool:
+        return self.dialogs.clear(chat_id, user_id, bot_id=self.bot_id)
+
+    # --- replies
+    def say(self, chat_id: int, lang: str, key: str, markup=None, **values):
+        return self.send(chat_id, t(lang, key, **values), markup)
+
+    def send(self, chat_id: int, text: str, markup=None):
+        """Send a plain-text message; a user who blocked the bot is marked, nothing raised."""
+        try:
+            return tg.call(self.bot.send_message, chat_id, text, reply_markup=markup)
+        except tg.SendFailed as exc:
+            if exc.blocked:
+                self._mark_blocked(chat_id)
+            log.warning("send to chat %s failed: %s", chat_id, exc)
+            return None
+
+    def edit(self, chat_id: int, message_id: int, text: str, markup=None) -> None:
+        try:
+            tg.call(self.bot.edit_message_text, text, chat_id, message_id, reply_markup=markup)
+        except tg.SendFailed as exc:
+            log.info("edit of message %s in chat %s failed: %s", message_id, chat_id, exc)
+
+    def answer(self, callback_id: str, text: str | None = None) -> None:
+        try:
+            tg.call(self.bot.answer_callback_query, callback_id, text=text)
+        except tg.SendFailed as exc:
+            log.info("answerCallbackQuery failed: %s", exc)
+
+    def language_of(self, user_id: int) -> str:
+        with self.transaction() as conn:
+            user = users.get(conn, user_id)
+        return user["language"] if user else self.settings.default_language
+
+    def notify(self, user_id: int, key: str, markup=None, **values) -> None:
+        """Tell a user about something that happened to their money, in their language."""
+        self.say(user_id, self.language_of(user_id), key, markup, symbol=self.token.symbol, **values)
+
+    def _mark_blocked(self, chat_id: int) -> None:
+        try:
+            with self.transaction() as conn:
+                users.set_blocked_bot(conn, chat_id, True)
+        except Exception:  # best effort: the send failure is already logged
+            log.exception("could not mark user %s as having blocked the bot", chat_id)

@@ -1,0 +1,93 @@
+"""Run bot.py as a real subprocess against the Bot API stand-in, PostgreSQL and Redis."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+
+from devstack import procs
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT_TOKEN = "123456:TEST-token_value"
+ADMIN_ID = 999
+TOKEN_ADDRESS = "0x" + "7" * 40
+DEPOSIT_ADDRESS = "0x" + "d" * 40
+SYMBOL = "USDT"
+DECIMALS = 6
+
+
+def seed_token_cache(database_url: str, symbol: str = SYMBOL, decimals: int = DECIMALS) -> None:
+    """What bot.py caches after reading the contract; with the RPC down it starts from this."""
+    value = json.dumps({"address": TOKEN_ADDRESS, "symbol": symbol, "decimals": decimals})
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("""INSERT INTO system_settings (key, value) VALUES ('token_metadata', %s)
+                        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""", (value,))
+
+
+class BotProcess:
+    """python bot.py with its output in a log file; start() returns once it long-polls."""
+
+    def __init__(self, api, database_url: str, redis_url: str, **env):
+        self.api = api
+        self.env = {
+            **os.environ, "ENV_FILE": "/nonexistent/.env", "BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": api.url,
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "TOKEN_ADDRESS": TOKEN_ADDRESS,
+            "DEPOSIT_ADDRESS": DEPOSIT_ADDRESS, "ADMIN_IDS": str(ADMIN_ID),
+            "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1",
+            "TELEGRAM_POLL_TIMEOUT_S": "2", "RATE_LIMIT_UPDATES": "1000", "DB_POOL_TIMEOUT_S": "2",
+            "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2",
+            **{key: str(value) for key, value in env.items()},
+        }
+        self.log_path = Path(tempfile.mkstemp(prefix="bot-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "BotProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        procs.wait_until(lambda: self.api.waiting_polls > 0 or self.process.poll() is not None, 30,
+                         "bot.py to start polling")
+        if self.process.poll() is not None:
+            raise AssertionError(f"bot.py exited with {self.process.returncode}:\n{self.log()}")
+        return self
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Db:
+    """Direct SQL on the bot's database, for arranging and checking state."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def rows(self, sql: str, params=None) -> list[dict]:
+        with psycopg.connect(self.url, autocommit=True, row_factory=dict_row) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def value(self, sql: str, params=None):
+        rows = self.rows(sql, params)
+        return next(iter(rows[0].values())) if rows else None
+
+    def fund(self, user_id: int, units: int, key: str) -> None:
+        self.rows("""INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
+                     VALUES (%s, %s, 'adjustment', 'test', %s, 0)""", (user_id, units, key))
+
+    def balance(self, user_id: int) -> int:
+        return int(self.value("SELECT balance FROM users WHERE id = %s", (user_id,)))

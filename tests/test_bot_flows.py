@@ -1,0 +1,421 @@
+"""End to end: bot.py as a subprocess, the Bot API stand-in, real PostgreSQL and Redis.
+
+One bot process serves the whole module; each test talks as its own users, so
+tests do not see each other's chats.
+"""
+import itertools
+import re
+
+import pytest
+import redis as redis_lib
+
+from devstack.procs import wait_until
+from devstack.telegram_api import BotApiStandIn
+from tests.botharness import ADMIN_ID, DEPOSIT_ADDRESS, SYMBOL, BotProcess, Db, seed_token_cache
+from tests.conftest import scratch_database
+
+UNIT = 10**6
+_user_ids = itertools.count(20_000)
+WALLETS = itertools.count(1)
+
+
+def new_wallet() -> str:
+    return "0x" + f"{next(WALLETS):040x}"
+
+
+class Chat:
+    """One Telegram user talking to the bot in their private chat."""
+
+    def __init__(self, api: BotApiStandIn, user_id: int | None = None, lang: str = "en"):
+        self.api, self.lang = api, lang
+        self.id = user_id if user_id is not None else next(_user_ids)
+
+    def mark(self) -> int:
+        return len(self.api.messages(self.id))
+
+    def send(self, text: str, contains: str | None = None, timeout: float = 10.0) -> dict:
+        """Send `text`; return the first reply (containing `contains`, if given)."""
+        after = self.mark()
+        self.api.push_message(self.id, text, language_code=self.lang, username=f"u{self.id}")
+        return self.api.wait_for(self.id, contains=contains, after=after, timeout=timeout)
+
+    def press(self, label: str, contains: str | None = None, edited: bool = False) -> dict:
+        """Press a button; return the reply (or, with edited=True, the message the press edited)."""
+        after = self.mark()
+        before = {m["message_id"]: m["edited"] for m in self.api.messages(self.id)}
+        self.api.press(self.id, label, language_code=self.lang)
+        if edited:
+            return self.api.wait_for(self.id, lambda m: m["edited"] > before.get(m["message_id"], 0),
+                                     contains=contains)
+        return self.api.wait_for(self.id, contains=contains, after=after)
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.api.messages(self.id)]
+
+
+def button_labels(message: dict) -> list[str]:
+    markup = message.get("reply_markup") or {}
+    return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
+
+
+def hash_id(text: str) -> int:
+    return int(re.search(r"#(\d+)", text).group(1))
+
+
+@pytest.fixture(scope="module")
+def api():
+    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(scope="module")
+def bot_db(pg_server, template_db):
+    with scratch_database(pg_server, "bot", template_db) as url:
+        seed_token_cache(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bot(api, bot_db, redis_server):
+    redis_lib.Redis.from_url(redis_server.url(1)).flushdb()
+    process = BotProcess(api, bot_db, redis_server.url(1)).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def db(bot_db):
+    return Db(bot_db)
+
+
+@pytest.fixture
+def user(api, bot):
+    return Chat(api)
+
+
+@pytest.fixture
+def admin(api, bot):
+    chat = Chat(api, ADMIN_ID)
+    chat.send("/start", contains="Welcome")
+    return chat
+
+
+def registered(api, db, lang="en", wallet=True, balance=0) -> Chat:
+    chat = Chat(api, lang=lang)
+    chat.send("/start")
+    if wallet:
+        chat.send(f"/wallet {new_wallet()}", contains=":")
+    if balance:
+        db.fund(chat.id, balance, f"test:{chat.id}")
+    return chat
+
+
+# --- start, help, language
+
+def test_start_registers_and_shows_menu_in_telegram_language(api, bot, db):
+    english, russian = Chat(api, lang="en"), Chat(api, lang="ru-RU")
+    menu = english.send("/start")
+    assert "Welcome" in menu["text"] and SYMBOL in menu["text"]
+    assert button_labels(menu) == ["Deposit", "Balance", "Withdraw", "History", "Wallet", "Language"]
+    assert button_labels(russian.send("/start")) == ["Пополнить", "Баланс", "Вывести", "История", "Кошелёк", "Язык"]
+    languages = {r["id"]: r["language"] for r in db.rows("SELECT id, language FROM users WHERE id = ANY(%s)",
+                                                          ([english.id, russian.id],))}
+    assert languages == {english.id: "en", russian.id: "ru"}
+
+
+def test_help_lists_commands_and_admin_sees_more(user, admin):
+    text = user.send("/help")["text"]
+    assert "/deposit" in text and "/withdraw" in text and "/pending" not in text
+    assert "/pending" in admin.send("/help")["text"]
+
+
+def test_lang_switches_with_argument_and_buttons(user, db):
+    user.send("/start")
+    assert user.send("/lang ru")["text"] == "Язык: русский."
+    assert "Неизвестный язык" in user.send("/lang de")["text"]
+    assert "язык" in user.send("/lang")["text"].lower()
+    assert user.press("English")["text"] == "Language: English."
+    assert db.value("SELECT language FROM users WHERE id = %s", (user.id,)) == "en"
+
+
+def test_command_menu_registered_in_both_languages(api, bot):
+    commands = api.commands
+    assert {c["command"] for c in commands["ru"]} >= {"start", "deposit", "withdraw", "balance"}
+    assert commands["ru"][0]["description"] != commands["en"][0]["description"]
+
+
+# --- wallet
+
+def test_wallet_binding_rules(api, user, db):
+    other = registered(api, db)
+    taken = db.value("SELECT wallet_address FROM users WHERE id = %s", (other.id,))
+    user.send("/start")
+    assert "not a valid address" in user.send("/wallet 0x1234")["text"]
+    mixed_bad = "0x52908400098527886e0F7030069857D2E4169EE7"
+    assert "checksum" in user.send(f"/wallet {mixed_bad}")["text"]
+    assert "another user" in user.send(f"/wallet {taken}")["text"]
+    assert "cannot be used" in user.send(f"/wallet {DEPOSIT_ADDRESS}")["text"]
+    assert "cannot be used" in user.send("/wallet 0x" + "0" * 40)["text"]
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) is None
+    good = "0x52908400098527886E0F7030069857D2E4169EE7"
+    assert user.send(f"/wallet {good.lower()}")["text"] == f"Wallet bound: {good}"
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) == good.lower()
+
+
+def test_wallet_dialog_asks_for_the_address(user, db):
+    user.send("/start")
+    user.send("/wallet", contains="Send the address")
+    address = new_wallet()
+    assert "Wallet bound" in user.send(address)["text"]
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) == address
+
+
+# --- deposit
+
+def test_deposit_needs_a_wallet(api, db):
+    chat = registered(api, db, wallet=False)
+    assert "/wallet" in chat.send("/deposit 50")["text"]
+    assert db.value("SELECT count(*) FROM deposits WHERE user_id = %s", (chat.id,)) == 0
+
+
+def test_deposit_with_amount_creates_a_request(api, db):
+    chat = registered(api, db)
+    reply = chat.send("/deposit 50")["text"]
+    deposit_id = hash_id(reply)
+    assert f"50 {SYMBOL}" in reply and DEPOSIT_ADDRESS.lower() in reply.lower() and "24 h" in reply
+    row = db.rows("SELECT * FROM deposits WHERE id = %s", (deposit_id,))[0]
+    assert row["user_id"] == chat.id and row["requested_amount"] == 50 * UNIT and row["status"] == "PENDING"
+    assert row["level"] == 1
+
+
+def test_deposit_dialog_with_level_buttons_in_russian(api, db):
+    chat = registered(api, db, lang="ru")
+    levels = chat.send("/deposit")
+    assert button_labels(levels)[:1] == [f"Уровень 1: 10-99 {SYMBOL}"]
+    assert "от 100 до 999" in chat.press(f"Уровень 2: 100-999 {SYMBOL}")["text"]
+    assert "уровней" in chat.send("50")["text"]  # outside the chosen level
+    reply = chat.send("150.5")["text"]
+    assert "150.5 USDT" in reply
+    assert db.value("SELECT level FROM deposits WHERE id = %s", (hash_id(reply),)) == 2
+
+
+@pytest.mark.parametrize("amount", ["5", "10001", "-5", "0", "1e309", "NaN", "1,5", "0x10", "9" * 40, "1.0000001"])
+def test_deposit_bad_amounts_change_nothing(api, db, amount):
+    chat = registered(api, db)
+    reply = chat.send(f"/deposit {amount}")["text"]
+    assert "#" not in reply and ("Invalid amount" in reply or "deposit level" in reply)
+    assert db.value("SELECT count(*) FROM deposits WHERE user_id = %s", (chat.id,)) == 0
+
+
+# --- balance and history
+
+def test_balance_and_history(api, db):
+    chat = registered(api, db, balance=100 * UNIT)
+    deposit_id = hash_id(chat.send("/deposit 20")["text"])
+    balance = chat.send("/balance")["text"]
+    assert f"Balance: 100 {SYMBOL}" in balance and f"#{deposit_id}" in balance
+    history = chat.send("/history")["text"]
+    assert f"#{deposit_id} deposit 20 {SYMBOL}" in history
+
+
+# --- withdraw
+
+def test_withdraw_to_bound_wallet_with_confirmation(api, db):
+    chat = registered(api, db, balance=100 * UNIT)
+    preview = chat.send("/withdraw 40")
+    assert f"Withdraw 40 {SYMBOL}" in preview["text"] and button_labels(preview) == ["Confirm", "Cancel"]
+    assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
+    result = chat.press("Confirm", edited=True)
+    withdrawal_id = hash_id(result["text"])
+    assert "waiting for approval" in result["text"]
+    assert db.balance(chat.id) == 60 * UNIT
+    assert db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "REQUESTED"
+
+
+def test_double_tap_on_confirm_creates_one_withdrawal(api, db):
+    chat = registered(api, db, balance=100 * UNIT)
+    preview = chat.send("/withdraw 30")
+    data = [b["callback_data"] for row in preview["reply_markup"]["inline_keyboard"] for b in row][0]
+    for _ in range(5):
+        api.push_callback(chat.id, data, message_id=preview["message_id"])
+    api.wait_for(chat.id, lambda m: "#" in m["text"])
+    answered = lambda: len([a for a in api.callback_answers if a["callback_query_id"]]) > 0
+    assert answered()
+    assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 1
+    assert db.balance(chat.id) == 70 * UNIT
+
+
+def test_withdraw_all_with_fee_and_minimum(api, db, admin):
+    admin.send("/set withdrawal_fee 1.5", contains="withdrawal_fee")
+    try:
+        chat = registered(api, db, balance=10 * UNIT)
+        preview = chat.send("/withdraw all")["text"]
+        assert f"Withdraw 8.5 {SYMBOL}" in preview and f"Fee: 1.5 {SYMBOL}" in preview
+        assert "Not enough funds" in chat.send("/withdraw 9")["text"]
+        assert "minimum" in chat.send("/withdraw 0.5")["text"]
+        assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+        assert db.balance(chat.id) == 0
+    finally:
+        admin.send("/set withdrawal_fee 0", contains="withdrawal_fee")
+
+
+def test_withdraw_dialog_to_explicit_address_and_cancel(api, db):
+    chat = registered(api, db, balance=50 * UNIT)
+    chat.send("/withdraw", contains="Send the amount")
+    target = new_wallet()
+    preview = chat.send(f"/withdraw 5 {target}")
+    assert target.lower() in preview["text"].lower()
+    confirm = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    assert chat.press("Cancel", edited=True)["text"] == "Cancelled."
+    before = len(api.callback_answers)
+    api.push_callback(chat.id, confirm, message_id=preview["message_id"])  # Confirm after Cancel
+    wait_until(lambda: len(api.callback_answers) > before, 10, "the callback answer")
+    assert api.callback_answers[-1]["text"] == "This button is no longer valid."
+    assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
+
+
+def test_auto_approved_withdrawal(api, bot_db, redis_server):
+    """WITHDRAWAL_AUTO_APPROVE_MAX: a second bot process with a different setting."""
+    with BotApiStandIn(token="123456:TEST-token_value") as own_api:
+        process = BotProcess(own_api, bot_db, redis_server.url(2), WITHDRAWAL_AUTO_APPROVE_MAX="10").start()
+        try:
+            db = Db(bot_db)
+            chat = registered(own_api, db, balance=50 * UNIT)
+            chat.send("/withdraw 10")
+            assert "Status: approved" in chat.press("Confirm", edited=True)["text"]
+            chat.send("/withdraw 11")
+            assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+        finally:
+            process.stop()
+
+
+def _answer_text(api, chat, label) -> str:
+    """Press a (stale) button and return the text of its callback answer."""
+    before = len(api.callback_answers)
+    api.press(chat.id, label)
+    wait_until(lambda: len(api.callback_answers) > before, 10, "the callback answer")
+    return api.callback_answers[-1].get("text") or ""
+
+
+# --- admin
+
+def test_admin_approves_and_rejects_with_refund_and_user_is_told(api, db, admin):
+    chat = registered(api, db, lang="ru", balance=100 * UNIT)
+    chat.send("/withdraw 10")
+    first = hash_id(chat.press("Подтвердить", edited=True)["text"])
+    chat.send("/withdraw 20")
+    second = hash_id(chat.press("Подтвердить", edited=True)["text"])
+    pending = admin.send("/pending", contains=f"#{first}")
+    assert f"Approve #{first}" in button_labels(pending)
+    admin.press(f"Approve #{first}", contains=f"#{first} approved")
+    chat.api.wait_for(chat.id, contains=f"#{first}", after=0, predicate=lambda m: "одобрен" in m["text"])
+    assert "rejected and refunded" in admin.send(f"/reject {second} address looks wrong")["text"]
+    told = api.wait_for(chat.id, contains="отклонён")
+    assert f"#{second}" in told["text"] and "address looks wrong" in told["text"]
+    assert db.balance(chat.id) == 90 * UNIT
+    assert "already REJECTED" in admin.send(f"/reject {second}")["text"]
+    assert db.balance(chat.id) == 90 * UNIT
+    assert "does not exist" in admin.send("/approve 99999999")["text"]
+    assert "Usage" in admin.send("/approve abc")["text"]
+
+
+ADMIN_COMMANDS = ["/pending", "/approve 1", "/reject 1 x", "/ban 5", "/unban 5", "/levels", "/setlevels 10-99,100-999,1000-10000",
+                  "/settings", "/set withdrawal_fee 0", "/stats", "/status", "/unattributed"]
+
+
+@pytest.mark.parametrize("command", ADMIN_COMMANDS)
+def test_non_admin_gets_the_unknown_command_reply_and_is_audited(api, db, user, command):
+    unknown = user.send("/nosuchcommand")["text"]
+    assert user.send(command)["text"] == unknown
+    audited = db.rows("SELECT * FROM admin_audit_log WHERE actor_id = %s AND NOT allowed", (user.id,))
+    assert len(audited) == 1 and audited[0]["details"]["text"] == command
+
+
+@pytest.mark.parametrize("command", ADMIN_COMMANDS)
+def test_admin_commands_answer_the_admin(admin, command):
+    reply = admin.send(command)["text"]
+    assert reply != admin.send("/nosuchcommand")["text"]
+
+
+def test_ban_and_unban(api, db, admin):
+    chat = registered(api, db)
+    admin.send(f"/ban {chat.id} spam", contains="banned")
+    for text in ["/start", "/balance", "hello", "/withdraw 5"]:
+        assert chat.send(text)["text"] == "Access restricted."
+    assert "Access restricted" in _answer_text(api, chat, "Deposit")
+    assert "Admins cannot be banned" in admin.send(f"/ban {ADMIN_ID}")["text"]
+    admin.send(f"/unban {chat.id}", contains="unbanned")
+    assert "Balance" in chat.send("/balance")["text"]
+    actions = [r["action"] for r in db.rows("SELECT action FROM admin_audit_log WHERE target_user_id = %s ORDER BY id",
+                                            (chat.id,))]
+    assert actions == ["ban", "unban"]
+
+
+def test_levels_and_new_version(api, db, admin):
+    assert "1: 10-99" in admin.send("/levels")["text"]
+    chat = registered(api, db)
+    old = hash_id(chat.send("/deposit 50")["text"])
+    assert "Invalid levels" in admin.send("/setlevels 10-5")["text"]
+    reply = admin.send("/setlevels 20-200,201-2000")["text"]
+    assert "1: 20-200" in reply
+    try:
+        assert "deposit level" in chat.send("/deposit 15")["text"]
+        new = hash_id(chat.send("/deposit 150")["text"])
+        versions = db.rows("SELECT id, level_version FROM deposits WHERE id IN (%s, %s) ORDER BY id", (old, new))
+        assert versions[0]["level_version"] < versions[1]["level_version"]
+    finally:
+        admin.send("/setlevels 10-99,100-999,1000-10000", contains="New deposit levels")
+
+
+def test_settings_are_validated(admin, db):
+    assert "Invalid setting" in admin.send("/set withdrawal_fee -1")["text"]
+    assert "Invalid setting" in admin.send("/set min_withdrawal 0")["text"]
+    assert "Usage" in admin.send("/set nosuch 1")["text"]
+    assert admin.send("/set min_withdrawal 2.50")["text"] == "min_withdrawal = 2.5"
+    try:
+        assert db.value("SELECT value FROM system_settings WHERE key = 'min_withdrawal'") == "2.5"
+        assert "min_withdrawal" in admin.send("/settings")["text"]
+    finally:
+        admin.send("/set min_withdrawal 1", contains="min_withdrawal")
+
+
+def test_stats_and_status(admin):
+    assert "Users:" in admin.send("/stats")["text"]
+    status = admin.send("/status")["text"]
+    assert "Database: ok" in status and "Redis: ok" in status
+
+
+# --- bad input
+
+@pytest.mark.parametrize("text", ["hello", "🙂🙂🙂", "'; DROP TABLE users; --", "/nosuch", "x" * 4000,
+                                  "/withdraw 1 2 3 4"])
+def test_bad_input_gets_a_clear_reply_and_changes_nothing(api, db, text):
+    chat = registered(api, db, balance=5 * UNIT)
+    before = db.rows("SELECT count(*) AS n FROM withdrawals UNION ALL SELECT count(*) FROM deposits")
+    reply = chat.send(text)["text"]
+    assert reply and "#" not in reply
+    assert db.rows("SELECT count(*) AS n FROM withdrawals UNION ALL SELECT count(*) FROM deposits") == before
+    assert db.balance(chat.id) == 5 * UNIT
+
+
+def test_forged_callbacks_are_refused(api, db, admin):
+    chat = registered(api, db, balance=100 * UNIT)
+    chat.send("/withdraw 10")
+    withdrawal_id = hash_id(chat.press("Confirm", edited=True)["text"])
+    menu = chat.send("/start")
+    for forged in [f"ap:{withdrawal_id}", f"rj:{withdrawal_id}", "wc:deadbeef", "junk", "m:root"]:
+        api.push_callback(chat.id, forged, message_id=menu["message_id"])
+    api.wait_for(chat.id, lambda m: m["text"] == "Unknown command. Send /help for the list of commands.")
+    other = registered(api, db, balance=100 * UNIT)
+    preview = other.send("/withdraw 10")
+    confirm = preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    mine = chat.send("/start")
+    api.push_callback(chat.id, confirm, message_id=mine["message_id"])  # someone else's draft
+    wait_until(lambda: any(a.get("text") == "This button is no longer valid." for a in api.callback_answers),
+               10, "the stale-button answer")
+    assert db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "REQUESTED"
+    assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (other.id,)) == 0
+
+
+def test_the_bot_sent_nothing_the_spec_rejects(api, bot):
+    assert api.rejections == []

@@ -1,0 +1,45 @@
+"""The i18n catalog: both languages for every key, same placeholders, and the #id contract."""
+import re
+
+import pytest
+
+import keyboards
+from texts import CATALOG, LANGUAGES, placeholders, t
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG))
+def test_every_key_in_both_languages_with_the_same_placeholders(key):
+    entry = CATALOG[key]
+    assert set(entry) == set(LANGUAGES)
+    assert all(entry[lang].strip() for lang in LANGUAGES)
+    assert placeholders(entry["en"]) == placeholders(entry["ru"])
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG))
+def test_hash_marks_only_ids(key):
+    for text in CATALOG[key].values():
+        for match in re.finditer("#", text):
+            assert text[match.start():].startswith("#{id}"), f"{key}: '#' must only precede an id"
+
+
+def test_unknown_language_falls_back_to_english():
+    assert t("de", "cancelled") == CATALOG["cancelled"]["en"]
+
+
+def test_callback_data_is_parsed_strictly():
+    assert keyboards.parse("m:deposit").args == ("deposit",)
+    assert keyboards.parse("ap:17").kind == "approve"
+    assert keyboards.parse("wc:0a1b2c3d").args == ("0a1b2c3d",)
+    for forged in ["", None, "ap:", "ap:-1", "ap:1;drop", "m:root", "wc:XYZ", "x" * 65, "dl:1:2:3", "ap:1 "]:
+        assert keyboards.parse(forged) is None
+
+
+def test_keyboard_callback_data_fits_telegram_limit():
+    markups = [keyboards.main_menu("ru"), keyboards.languages(), keyboards.withdraw_all("en"),
+               keyboards.withdraw_confirm("ru", "0a1b2c3d"), keyboards.approve_reject("en", 10**17),
+               keyboards.deposit_levels("ru", [(10**8, 9999, "10", "99")], "USDT")]
+    for markup in markups:
+        for row in markup.keyboard:
+            for button in row:
+                assert len(button.callback_data.encode()) <= 64
+                assert keyboards.parse(button.callback_data) is not None

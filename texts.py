@@ -1,0 +1,266 @@
+"""The i18n catalog: every user-visible text in Russian and English, with named placeholders.
+
+Contract: a deposit or withdrawal id is written #<id> and `#` marks nothing else;
+amounts are plain decimals followed by the token symbol. Texts are plain (no
+parse_mode), so user-supplied values can never break markup.
+"""
+import string
+
+LANGUAGES = ("en", "ru")
+
+CATALOG = {
+    # --- general
+    "welcome": {
+        "en": "Welcome! Here you can deposit {symbol}, see your balance and withdraw.\nChoose an action:",
+        "ru": "Добро пожаловать! Здесь можно пополнить баланс в {symbol}, посмотреть его и вывести средства.\nВыберите действие:",
+    },
+    "help": {
+        "en": ("Commands:\n/start - main menu\n/deposit [amount] - deposit\n/balance - balance\n"
+               "/withdraw [all|amount] [address] - withdraw\n/history - last operations\n"
+               "/wallet [address] - bind your wallet\n/lang [ru|en] - language\n/cancel - leave a dialog\n"
+               "/help - this list"),
+        "ru": ("Команды:\n/start - главное меню\n/deposit [сумма] - пополнить\n/balance - баланс\n"
+               "/withdraw [all|сумма] [адрес] - вывести\n/history - последние операции\n"
+               "/wallet [адрес] - привязать кошелёк\n/lang [ru|en] - язык\n/cancel - выйти из диалога\n"
+               "/help - этот список"),
+    },
+    "admin_help": {
+        "en": ("Admin commands:\n/pending\n/approve <id>\n/reject <id> [reason]\n/ban <user_id> [reason]\n"
+               "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <key> <value>\n"
+               "/stats\n/status\n/unattributed"),
+        "ru": ("Команды администратора:\n/pending\n/approve <id>\n/reject <id> [причина]\n/ban <user_id> [причина]\n"
+               "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <ключ> <значение>\n"
+               "/stats\n/status\n/unattributed"),
+    },
+    "unknown_command": {
+        "en": "Unknown command. Send /help for the list of commands.",
+        "ru": "Неизвестная команда. Отправьте /help, чтобы увидеть список команд.",
+    },
+    "free_text": {
+        "en": "I did not understand that. Use the menu or send /help.",
+        "ru": "Не понимаю. Воспользуйтесь меню или отправьте /help.",
+    },
+    "text_only": {
+        "en": "I understand only text messages and commands. Send /help.",
+        "ru": "Я понимаю только текстовые сообщения и команды. Отправьте /help.",
+    },
+    "too_long": {
+        "en": "That message is too long.",
+        "ru": "Сообщение слишком длинное.",
+    },
+    "cancelled": {"en": "Cancelled.", "ru": "Отменено."},
+    "nothing_to_cancel": {"en": "There is nothing to cancel.", "ru": "Нечего отменять."},
+    "stale_button": {
+        "en": "This button is no longer valid.",
+        "ru": "Эта кнопка больше не действует.",
+    },
+    "banned": {"en": "Access restricted.", "ru": "Доступ ограничен."},
+    "slow_down": {
+        "en": "Too many requests. Please slow down and try again in a few seconds.",
+        "ru": "Слишком много запросов. Подождите несколько секунд и попробуйте снова.",
+    },
+    "db_operational": {
+        "en": "Technical works on the server, please try again later.",
+        "ru": "На сервере ведутся технические работы, попробуйте позже.",
+    },
+    "db_interface": {
+        "en": "Problems connecting to the database, please try again later.",
+        "ru": "Проблемы с подключением к базе данных, попробуйте позже.",
+    },
+    "db_error": {
+        "en": "Database error, please try again later.",
+        "ru": "Ошибка базы данных, попробуйте позже.",
+    },
+    "internal_error": {
+        "en": "Something went wrong on our side. Nothing was changed; please try again.",
+        "ru": "Что-то пошло не так. Ничего не изменено, попробуйте ещё раз.",
+    },
+    # --- buttons
+    "btn_deposit": {"en": "Deposit", "ru": "Пополнить"},
+    "btn_balance": {"en": "Balance", "ru": "Баланс"},
+    "btn_withdraw": {"en": "Withdraw", "ru": "Вывести"},
+    "btn_history": {"en": "History", "ru": "История"},
+    "btn_wallet": {"en": "Wallet", "ru": "Кошелёк"},
+    "btn_language": {"en": "Language", "ru": "Язык"},
+    "btn_confirm": {"en": "Confirm", "ru": "Подтвердить"},
+    "btn_cancel": {"en": "Cancel", "ru": "Отмена"},
+    "btn_all": {"en": "All", "ru": "Всё"},
+    "btn_approve": {"en": "Approve #{id}", "ru": "Одобрить #{id}"},
+    "btn_reject": {"en": "Reject #{id}", "ru": "Отклонить #{id}"},
+    "btn_level": {"en": "Level {level}: {low}-{high} {symbol}", "ru": "Уровень {level}: {low}-{high} {symbol}"},
+    # --- language
+    "choose_language": {"en": "Choose a language:", "ru": "Выберите язык:"},
+    "language_set": {"en": "Language: English.", "ru": "Язык: русский."},
+    "bad_language": {"en": "Unknown language. Use /lang ru or /lang en.", "ru": "Неизвестный язык. Используйте /lang ru или /lang en."},
+    # --- wallet
+    "wallet_current": {"en": "Your wallet: {address}", "ru": "Ваш кошелёк: {address}"},
+    "wallet_none": {"en": "No wallet is bound yet.", "ru": "Кошелёк ещё не привязан."},
+    "wallet_ask": {
+        "en": "Send the address of your EVM wallet (0x followed by 40 hex digits). /cancel to stop.",
+        "ru": "Отправьте адрес вашего EVM-кошелька (0x и 40 шестнадцатеричных цифр). /cancel - отмена.",
+    },
+    "wallet_bound": {"en": "Wallet bound: {address}", "ru": "Кошелёк привязан: {address}"},
+    "wallet_invalid": {
+        "en": "That is not a valid address: {reason}. Send 0x followed by 40 hex digits.",
+        "ru": "Это не корректный адрес: {reason}. Отправьте 0x и 40 шестнадцатеричных цифр.",
+    },
+    "wallet_taken": {
+        "en": "This address is bound to another user.",
+        "ru": "Этот адрес привязан к другому пользователю.",
+    },
+    "wallet_forbidden": {
+        "en": "This address cannot be used as your wallet.",
+        "ru": "Этот адрес нельзя использовать как ваш кошелёк.",
+    },
+    "wallet_needed": {
+        "en": "Bind your wallet first: /wallet <address>. Deposits are recognised by the address they come from.",
+        "ru": "Сначала привяжите кошелёк: /wallet <адрес>. Пополнения распознаются по адресу отправителя.",
+    },
+    # --- deposit
+    "deposit_choose_level": {
+        "en": "Choose a deposit level, or send the amount:",
+        "ru": "Выберите уровень пополнения или отправьте сумму:",
+    },
+    "deposit_ask_amount": {
+        "en": "Send the amount to deposit, from {low} to {high} {symbol}. /cancel to stop.",
+        "ru": "Отправьте сумму пополнения, от {low} до {high} {symbol}. /cancel - отмена.",
+    },
+    "deposit_out_of_levels": {
+        "en": "The amount must lie within a deposit level: {levels}.",
+        "ru": "Сумма должна попадать в один из уровней: {levels}.",
+    },
+    "deposit_created": {
+        "en": ("Deposit request #{id}: send exactly {amount} {symbol} from your wallet {wallet} to\n{address}\n"
+               "within {hours} h. It is credited after the network confirms it."),
+        "ru": ("Заявка на пополнение #{id}: отправьте ровно {amount} {symbol} с вашего кошелька {wallet} на адрес\n"
+               "{address}\nв течение {hours} ч. Зачисление - после подтверждения в сети."),
+    },
+    "no_levels": {"en": "Deposits are not available right now.", "ru": "Пополнения сейчас недоступны."},
+    # --- amounts
+    "bad_amount": {
+        "en": "Invalid amount: {reason}. Example: 12.5",
+        "ru": "Неверная сумма: {reason}. Пример: 12.5",
+    },
+    # --- balance / history
+    "balance": {"en": "Balance: {amount} {symbol}", "ru": "Баланс: {amount} {symbol}"},
+    "balance_pending_deposits": {"en": "Pending deposit requests:", "ru": "Ожидающие пополнения:"},
+    "balance_withdrawals": {"en": "Withdrawals in progress:", "ru": "Выводы в обработке:"},
+    "line_deposit": {"en": "#{id} deposit {amount} {symbol} - {status}", "ru": "#{id} пополнение {amount} {symbol} - {status}"},
+    "line_withdrawal": {
+        "en": "#{id} withdrawal {amount} {symbol} (fee {fee}) - {status}",
+        "ru": "#{id} вывод {amount} {symbol} (комиссия {fee}) - {status}",
+    },
+    "history_title": {"en": "Last operations:", "ru": "Последние операции:"},
+    "history_empty": {"en": "No operations yet.", "ru": "Операций пока нет."},
+    # --- withdraw
+    "withdraw_ask_amount": {
+        "en": "Balance: {balance} {symbol}. Send the amount to withdraw (fee {fee} {symbol}), or press All. /cancel to stop.",
+        "ru": "Баланс: {balance} {symbol}. Отправьте сумму вывода (комиссия {fee} {symbol}) или нажмите «Всё». /cancel - отмена.",
+    },
+    "withdraw_ask_address": {
+        "en": "Send the address to withdraw to, or bind a wallet with /wallet. /cancel to stop.",
+        "ru": "Отправьте адрес для вывода или привяжите кошелёк командой /wallet. /cancel - отмена.",
+    },
+    "withdraw_preview": {
+        "en": "Withdraw {amount} {symbol} to {address}\nFee: {fee} {symbol}\nTotal debited: {total} {symbol}\nConfirm?",
+        "ru": "Вывод {amount} {symbol} на {address}\nКомиссия: {fee} {symbol}\nВсего списывается: {total} {symbol}\nПодтвердить?",
+    },
+    "withdraw_created": {
+        "en": "Withdrawal #{id}: {amount} {symbol} to {address}. Status: {status}.",
+        "ru": "Вывод #{id}: {amount} {symbol} на {address}. Статус: {status}.",
+    },
+    "withdraw_below_min": {
+        "en": "The minimum withdrawal is {min} {symbol}.",
+        "ru": "Минимальная сумма вывода: {min} {symbol}.",
+    },
+    "withdraw_insufficient": {
+        "en": "Not enough funds: balance {balance} {symbol}, needed {total} {symbol} including the fee.",
+        "ru": "Недостаточно средств: баланс {balance} {symbol}, нужно {total} {symbol} с комиссией.",
+    },
+    "withdraw_terms_changed": {
+        "en": "The fee or your balance changed since the preview. Please start again with /withdraw.",
+        "ru": "Комиссия или баланс изменились. Начните заново: /withdraw.",
+    },
+    "withdraw_bad_address": {
+        "en": "You cannot withdraw to this address.",
+        "ru": "На этот адрес вывести нельзя.",
+    },
+    "withdraw_unavailable": {
+        "en": "Withdrawals are temporarily unavailable. Your balance is safe; please try again later.",
+        "ru": "Вывод временно недоступен. Ваш баланс в безопасности, попробуйте позже.",
+    },
+    "usage_withdraw": {
+        "en": "Usage: /withdraw [all|amount] [address]",
+        "ru": "Использование: /withdraw [all|сумма] [адрес]",
+    },
+    # --- notifications to users
+    "notify_withdrawal_approved": {
+        "en": "Withdrawal #{id} of {amount} {symbol} was approved and will be sent shortly.",
+        "ru": "Вывод #{id} на {amount} {symbol} одобрен и скоро будет отправлен.",
+    },
+    "notify_withdrawal_rejected": {
+        "en": "Withdrawal #{id} of {amount} {symbol} was rejected: {reason}. {total} {symbol} returned to your balance.",
+        "ru": "Вывод #{id} на {amount} {symbol} отклонён: {reason}. {total} {symbol} возвращены на баланс.",
+    },
+    "no_reason": {"en": "no reason given", "ru": "причина не указана"},
+    # --- statuses
+    "status_PENDING": {"en": "waiting for the transfer", "ru": "ожидает перевода"},
+    "status_PENDING_NETWORK_RECOVERY": {"en": "waiting for the network", "ru": "ожидает восстановления сети"},
+    "status_CONFIRMED": {"en": "confirmed", "ru": "подтверждено"},
+    "status_EXPIRED": {"en": "expired", "ru": "истекло"},
+    "status_REQUESTED": {"en": "waiting for approval", "ru": "ожидает одобрения"},
+    "status_APPROVED": {"en": "approved", "ru": "одобрено"},
+    "status_SIGNED": {"en": "being sent", "ru": "отправляется"},
+    "status_BROADCAST": {"en": "sent, waiting for confirmations", "ru": "отправлено, ждёт подтверждений"},
+    "status_REJECTED": {"en": "rejected", "ru": "отклонено"},
+    "status_FAILED": {"en": "failed, refunded", "ru": "не удалось, средства возвращены"},
+    # --- admin
+    "admin_pending_empty": {"en": "No withdrawals wait for approval.", "ru": "Нет выводов, ожидающих одобрения."},
+    "admin_pending_item": {
+        "en": "#{id} user {user_id}: {amount} {symbol} (fee {fee}) to {address}, {created}",
+        "ru": "#{id} пользователь {user_id}: {amount} {symbol} (комиссия {fee}) на {address}, {created}",
+    },
+    "admin_approved": {"en": "Withdrawal #{id} approved.", "ru": "Вывод #{id} одобрен."},
+    "admin_rejected": {"en": "Withdrawal #{id} rejected and refunded.", "ru": "Вывод #{id} отклонён, средства возвращены."},
+    "admin_already": {"en": "Withdrawal #{id} is already {status}.", "ru": "Вывод #{id} уже в статусе {status}."},
+    "admin_not_found": {"en": "Withdrawal #{id} does not exist.", "ru": "Вывода #{id} не существует."},
+    "admin_usage": {"en": "Usage: {usage}", "ru": "Использование: {usage}"},
+    "admin_banned": {"en": "User {user_id} is banned.", "ru": "Пользователь {user_id} заблокирован."},
+    "admin_unbanned": {"en": "User {user_id} is unbanned.", "ru": "Пользователь {user_id} разблокирован."},
+    "admin_not_banned": {"en": "User {user_id} was not banned.", "ru": "Пользователь {user_id} не был заблокирован."},
+    "admin_cannot_ban_admin": {"en": "Admins cannot be banned.", "ru": "Администратора заблокировать нельзя."},
+    "admin_levels": {"en": "Deposit levels (version {version}):\n{levels}", "ru": "Уровни пополнения (версия {version}):\n{levels}"},
+    "admin_levels_set": {"en": "New deposit levels, version {version}:\n{levels}", "ru": "Новые уровни пополнения, версия {version}:\n{levels}"},
+    "admin_bad_levels": {"en": "Invalid levels: {reason}", "ru": "Неверные уровни: {reason}"},
+    "admin_settings": {"en": "Settings:\n{settings}", "ru": "Настройки:\n{settings}"},
+    "admin_setting_saved": {"en": "{setting} = {value}", "ru": "{setting} = {value}"},
+    "admin_bad_setting": {"en": "Invalid setting: {reason}", "ru": "Неверная настройка: {reason}"},
+    "admin_stats": {
+        "en": "Users: {users}\nTotal balances: {balances} {symbol}\nDeposits: {deposits}\nWithdrawals: {withdrawals}",
+        "ru": "Пользователи: {users}\nСумма балансов: {balances} {symbol}\nПополнения: {deposits}\nВыводы: {withdrawals}",
+    },
+    "admin_status": {
+        "en": "Bot: running\nDatabase: {database}\nRedis: {redis}\nBlockchain maintenance: {maintenance}",
+        "ru": "Бот: работает\nБаза данных: {database}\nRedis: {redis}\nОбслуживание блокчейна: {maintenance}",
+    },
+    "admin_unattributed_empty": {"en": "No unattributed transfers.", "ru": "Нет неопознанных переводов."},
+    "admin_unattributed_item": {
+        "en": "#{id} {amount} {symbol} from {address}, tx {tx_hash}",
+        "ru": "#{id} {amount} {symbol} от {address}, транзакция {tx_hash}",
+    },
+    "none": {"en": "none", "ru": "нет"},
+    "ok": {"en": "ok", "ru": "в порядке"},
+    "down": {"en": "DOWN", "ru": "НЕДОСТУПНА"},
+    "on": {"en": "on", "ru": "включено"},
+    "off": {"en": "off", "ru": "выключено"},
+}
+
+
+def t(language: str, key: str, **values) -> str:
+    """The text for `key` in `language` (English when unknown), with placeholders filled."""
+    entry = CATALOG[key]
+    return entry.get(language, entry["en"]).format(**values)
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}

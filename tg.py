@@ -1,0 +1,63 @@
+"""Outbound Bot API calls with the retrying telebot lacks: honour 429 retry_after, retry 5xx
+and transport errors a bounded number of times, and report 403 (the user blocked the bot)."""
+import logging
+import time
+
+import requests
+from telebot import apihelper
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = 3
+MAX_RETRY_AFTER_S = 10.0   # a longer flood wait is left to the caller (queue) instead of blocking
+BACKOFF_S = (0.5, 1.5)
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+
+
+class SendFailed(Exception):
+    """The call did not go through after its retries; `permanent` when retrying cannot help."""
+
+    def __init__(self, message: str, permanent: bool = False, blocked: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+        self.blocked = blocked
+
+
+def configure(api_url: str) -> None:
+    """Point telebot at `api_url` with short timeouts (telebot's settings are process-wide)."""
+    apihelper.API_URL = api_url.rstrip("/") + "/bot{0}/{1}"
+    apihelper.CONNECT_TIMEOUT = CONNECT_TIMEOUT_S
+    apihelper.READ_TIMEOUT = READ_TIMEOUT_S
+
+
+def retry_after_s(exc: Exception) -> float | None:
+    """The retry_after a 429 answer carries, if any."""
+    if isinstance(exc, apihelper.ApiTelegramException) and exc.error_code == 429:
+        parameters = (exc.result_json or {}).get("parameters") or {}
+        return float(parameters.get("retry_after", 1))
+    return None
+
+
+def call(function, *args, **kwargs):
+    """Run a telebot call, retrying what a retry can fix; raise SendFailed otherwise."""
+    for attempt in range(ATTEMPTS):
+        last = attempt == ATTEMPTS - 1
+        try:
+            return function(*args, **kwargs)
+        except apihelper.ApiTelegramException as exc:
+            wait = retry_after_s(exc)
+            if exc.error_code == 403:
+                raise SendFailed(exc.description, permanent=True, blocked=True) from exc
+            if wait is not None and wait <= MAX_RETRY_AFTER_S and not last:
+                time.sleep(wait)
+                continue
+            if exc.error_code >= 500 and not last:
+                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                continue
+            raise SendFailed(f"{exc.error_code} {exc.description}", permanent=exc.error_code < 500 and wait is None) from exc
+        except (apihelper.ApiHTTPException, apihelper.ApiInvalidJSONException, requests.RequestException) as exc:
+            if last:
+                raise SendFailed(type(exc).__name__) from exc
+            time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+    raise AssertionError("unreachable")

@@ -242,6 +242,8 @@ VARIABLES = (
     Var("DB_POOL_MIN_SIZE", _integer(0, 100), "1", "connections the pool keeps open"),
     Var("DB_POOL_MAX_SIZE", _integer(1, 200), "10", "most connections the pool opens"),
     Var("DB_POOL_TIMEOUT_S", _seconds(0.1), "5", "seconds a caller waits for a free pooled connection"),
+    Var("DB_QUERY_TIMEOUT_S", _seconds(0.5), "10",
+        "seconds a pooled transaction may take before its connection is cut (a frozen server)"),
     Var("DB_RECONNECT_TIMEOUT_S", _seconds(1.0), "10",
         "seconds the pool keeps retrying a lost connection (backoff 1, 2, 4 s...) before the next caller retries"),
 )

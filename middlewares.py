@@ -69,6 +69,8 @@ class SessionMiddleware(BaseMiddleware):
             with ctx.transaction() as conn:
                 banned = blacklist.is_banned(conn, tg_user.id)
                 user = users.get(conn, tg_user.id)
+                if user and user["blocked_bot"]:  # writing to us again means they unblocked the bot
+                    users.set_blocked_bot(conn, tg_user.id, False)
         except DatabaseError as exc:
             data["error"] = exc
             return SkipHandler()

@@ -186,14 +186,14 @@ def create_deposit(ctx, chat_id: int, user: dict, lang_code: str, text: str, cho
         level = levels.level_for(current, amount, decimals)
         if chosen_level and (level is None or level.level != chosen_level.get("level")):
             level = None
-        if level is None:
-            described = ", ".join(f"{l.min_tokens}-{l.max_tokens}" for l in current
-                                  if not chosen_level or l.level == chosen_level.get("level"))
-            ctx.say(chat_id, lang_code, "deposit_out_of_levels", levels=f"{described} {ctx.token.symbol}")
-            return False
-        request = deposits.create_request(conn, user_id=user["id"], amount=amount, level_version=level.version,
-                                          level=level.level, ttl=timedelta(hours=settings.deposit_request_ttl_h),
-                                          status=status)
+        request = level and deposits.create_request(
+            conn, user_id=user["id"], amount=amount, level_version=level.version, level=level.level,
+            ttl=timedelta(hours=settings.deposit_request_ttl_h), status=status)
+    if request is None:
+        described = ", ".join(f"{lvl.min_tokens}-{lvl.max_tokens}" for lvl in current
+                              if not chosen_level or lvl.level == chosen_level.get("level"))
+        ctx.say(chat_id, lang_code, "deposit_out_of_levels", levels=f"{described} {ctx.token.symbol}")
+        return False
     ctx.end_dialog(chat_id, user["id"])
     ctx.say(chat_id, lang_code, "deposit_created", id=request["id"], amount=ctx.amount(amount),
             symbol=ctx.token.symbol, wallet=parse_address(user["wallet_address"]),

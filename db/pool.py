@@ -9,6 +9,7 @@ from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from db.watchdog import WATCHDOG
 from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,13 @@ def connection_kwargs(settings, application_name: str) -> dict:
     }
 
 
-def open_pool(settings, application_name: str) -> ConnectionPool:
+class AppPool(ConnectionPool):
+    """A ConnectionPool that also carries the deadline transaction() enforces."""
+
+    query_timeout_s: float = 10.0
+
+
+def open_pool(settings, application_name: str) -> AppPool:
     """Open a pool without waiting for PostgreSQL: an outage at start must not crash the process.
 
     check= tests each connection before handing it out (the pool would otherwise give
@@ -48,29 +55,41 @@ def open_pool(settings, application_name: str) -> ConnectionPool:
     pool's own backoff (1 s, 2 s, 4 s, ...): past it the pool gives up that attempt and
     the next caller that needs a connection starts a fresh one.
     """
-    pool = ConnectionPool(
+    deadline_s = settings.db_query_timeout_s
+
+    def check(conn) -> None:
+        with WATCHDOG.guard(conn, deadline_s):  # a frozen server must not hang the check
+            ConnectionPool.check_connection(conn)
+
+    pool = AppPool(
         settings.database_url.reveal(),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_pool_timeout_s,
         reconnect_timeout=settings.db_reconnect_timeout_s,
-        check=ConnectionPool.check_connection,
+        check=check,
         kwargs=connection_kwargs(settings, application_name),
         configure=configure_connection,
         name=application_name,
         open=False,
     )
+    pool.query_timeout_s = deadline_s
     pool.open(wait=False)
     return pool
 
 
 @contextlib.contextmanager
-def transaction(pool: ConnectionPool):
-    """Yield a connection inside one transaction: commit on success, roll back on error."""
+def transaction(pool: AppPool):
+    """Yield a connection inside one transaction: commit on success, roll back on error.
+
+    The whole transaction runs under the pool's deadline (DB_QUERY_TIMEOUT_S): keep
+    network calls to Telegram or the RPC outside it.
+    """
     with translate_errors():
         with pool.connection() as conn:
-            with conn.transaction():
-                yield conn
+            with WATCHDOG.guard(conn, pool.query_timeout_s):
+                with conn.transaction():
+                    yield conn
 
 
 def connect(settings, application_name: str, autocommit: bool = False) -> psycopg.Connection:

@@ -40,7 +40,7 @@ class BotProcess:
             "DEPOSIT_ADDRESS": DEPOSIT_ADDRESS, "ADMIN_IDS": str(ADMIN_ID),
             "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1",
             "TELEGRAM_POLL_TIMEOUT_S": "2", "RATE_LIMIT_UPDATES": "1000", "DB_POOL_TIMEOUT_S": "2",
-            "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2",
+            "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "3",
             **{key: str(value) for key, value in env.items()},
         }
         self.log_path = Path(tempfile.mkstemp(prefix="bot-", suffix=".log")[1])

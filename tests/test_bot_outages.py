@@ -1,0 +1,116 @@
+"""The bot through outages: PostgreSQL stopped mid-session, the Bot API failing, floods of updates."""
+import psycopg
+import pytest
+
+from db import migrate
+from devstack.procs import wait_until
+from devstack.telegram_api import BotApiStandIn
+from tests.botharness import BotProcess, Db, seed_token_cache
+from tests.test_bot_flows import Chat
+
+UNIT = 10**6
+
+
+@pytest.fixture
+def api():
+    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def bot_db_url(db_url):
+    seed_token_cache(db_url)
+    return db_url
+
+
+@pytest.fixture
+def private_db(own_pg):
+    own_pg.admin("CREATE DATABASE bot")
+    url = own_pg.url("bot")
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate.migrate(conn, migrate.discover())
+    seed_token_cache(url)
+    return url
+
+
+def test_database_errors_become_replies_and_the_bot_recovers(api, own_pg, private_db, redis_server):
+    bot = BotProcess(api, private_db, redis_server.url(3)).start()
+    try:
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        Db(private_db).fund(chat.id, 7 * UNIT, "test:outage")
+
+        own_pg.stop()
+        assert chat.send("/balance")["text"] == "Technical works on the server, please try again later."
+        russian = Chat(api, lang="ru")
+        assert russian.send("/start")["text"] == "На сервере ведутся технические работы, попробуйте позже."
+        assert bot.process.poll() is None
+
+        own_pg.start()
+        wait_until(lambda: "Balance: 7 USDT" in chat.send("/balance", timeout=15)["text"], 30,
+                   "the bot to reach PostgreSQL again")
+        own_pg.freeze()
+        try:
+            reply = chat.send("/balance", timeout=30)["text"]
+        finally:
+            own_pg.thaw()
+        assert reply == "Technical works on the server, please try again later."
+        assert "Traceback" in bot.log()  # logged with the traceback, not silently dropped
+    finally:
+        bot.stop()
+    assert api.rejections == []
+
+
+def test_polling_survives_502_429_and_the_api_going_away(api, bot_db_url, redis_server):
+    bot = BotProcess(api, bot_db_url, redis_server.url(4)).start()
+    try:
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        api.fail_next("getUpdates", status=502, count=3)
+        api.fail_next("getUpdates", status=429, count=1, retry_after=1)
+        assert "Commands" in chat.send("/help", timeout=20)["text"]
+
+        api.go_away()
+        wait_until(lambda: api.waiting_polls == 0, 10, "the poll to be cut")
+        api.push_message(chat.id, "/balance")  # queued while the API is unreachable
+        api.come_back()
+        api.wait_for(chat.id, contains="Balance", timeout=20)
+
+        api.fail_next("sendMessage", status=502, count=1)
+        api.fail_next("sendMessage", status=429, count=1, retry_after=1)
+        assert "Commands" in chat.send("/help", timeout=20)["text"]  # the send was retried
+        assert bot.process.poll() is None
+    finally:
+        bot.stop()
+
+
+def test_a_user_who_blocked_the_bot_is_marked(api, bot_db_url, redis_server):
+    bot = BotProcess(api, bot_db_url, redis_server.url(5)).start()
+    try:
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        api.fail_next("sendMessage", status=403, count=1)
+        api.push_message(chat.id, "/help")
+        db = Db(bot_db_url)
+        wait_until(lambda: db.value("SELECT blocked_bot FROM users WHERE id = %s", (chat.id,)), 10,
+                   "blocked_bot to be recorded")
+        chat.send("/start", contains="Welcome")
+        assert db.value("SELECT blocked_bot FROM users WHERE id = %s", (chat.id,)) is False
+    finally:
+        bot.stop()
+
+
+def test_rate_limit_warns_once_then_stays_silent(api, bot_db_url, redis_server):
+    bot = BotProcess(api, bot_db_url, redis_server.url(6), RATE_LIMIT_UPDATES=3, RATE_LIMIT_WINDOW_S=3600).start()
+    try:
+        flooder, calm = Chat(api), Chat(api)
+        for _ in range(8):
+            api.push_message(flooder.id, "/help")
+        api.wait_for(flooder.id, contains="slow down")
+        assert "Commands" in calm.send("/help")["text"]   # other users are not affected
+        for _ in range(2):  # calm's own 3 updates: all answered, and the flood's stragglers are done
+            calm.send("/help", contains="Commands")
+        texts = flooder.texts()
+        assert len(texts) == 4 and sum("slow down" in text for text in texts) == 1
+    finally:
+        bot.stop()

@@ -135,6 +135,10 @@ CATALOG = {
         "ru": ("Заявка на пополнение #{id}: отправьте ровно {amount} {symbol} с вашего кошелька {wallet} на адрес\n"
                "{address}\nв течение {hours} ч. Зачисление - после подтверждения в сети."),
     },
+    "deposit_maintenance": {
+        "en": "The blockchain network is under maintenance: your deposit will be processed as soon as it is over.",
+        "ru": "В сети блокчейна ведутся технические работы: пополнение будет обработано сразу после их окончания.",
+    },
     "no_levels": {"en": "Deposits are not available right now.", "ru": "Пополнения сейчас недоступны."},
     # --- amounts
     "bad_amount": {

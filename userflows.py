@@ -195,9 +195,12 @@ def create_deposit(ctx, chat_id: int, user: dict, lang_code: str, text: str, cho
         ctx.say(chat_id, lang_code, "deposit_out_of_levels", levels=f"{described} {ctx.token.symbol}")
         return False
     ctx.end_dialog(chat_id, user["id"])
-    ctx.say(chat_id, lang_code, "deposit_created", id=request["id"], amount=ctx.amount(amount),
-            symbol=ctx.token.symbol, wallet=parse_address(user["wallet_address"]),
-            address=settings.deposit_address, hours=settings.deposit_request_ttl_h)
+    text = t(lang_code, "deposit_created", id=request["id"], amount=ctx.amount(amount), symbol=ctx.token.symbol,
+             wallet=parse_address(user["wallet_address"]), address=settings.deposit_address,
+             hours=settings.deposit_request_ttl_h)
+    if status == deposits.PENDING_NETWORK_RECOVERY:
+        text += "\n\n" + t(lang_code, "deposit_maintenance")
+    ctx.send(chat_id, text)
     return True
 
 

@@ -419,3 +419,48 @@ def test_forged_callbacks_are_refused(api, db, admin):
 
 def test_the_bot_sent_nothing_the_spec_rejects(api, bot):
     assert api.rejections == []
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_every_user_flow_in_both_languages(api, db, lang):
+    """One walk through every user flow, checking each reply is the catalog text of that language."""
+    from addresses import parse_address
+    from texts import t
+    chat = Chat(api, lang=lang)
+    assert chat.send("/start")["text"] == t(lang, "welcome", symbol=SYMBOL)
+    assert chat.send("/help")["text"] == t(lang, "help")
+    assert chat.send("/cancel")["text"] == t(lang, "nothing_to_cancel")
+    assert chat.send("/deposit 50")["text"] == t(lang, "wallet_needed")
+    chat.send("/wallet", contains=t(lang, "wallet_ask"))
+    assert chat.send("/cancel")["text"] == t(lang, "cancelled")
+    wallet = parse_address(new_wallet())
+    assert chat.press(t(lang, "btn_wallet"), contains=t(lang, "wallet_ask"))
+    assert chat.send(wallet)["text"] == t(lang, "wallet_bound", address=wallet)
+    levels = chat.press(t(lang, "btn_deposit"))
+    assert levels["text"] == t(lang, "deposit_choose_level")
+    chat.press(t(lang, "btn_level", level=1, low="10", high="99", symbol=SYMBOL),
+               contains=t(lang, "deposit_ask_amount", low="10", high="99", symbol=SYMBOL))
+    created = chat.send("12.5")["text"]
+    deposit_id = hash_id(created)
+    assert created == t(lang, "deposit_created", id=deposit_id, amount="12.5", symbol=SYMBOL, wallet=wallet,
+                        address=parse_address(DEPOSIT_ADDRESS), hours=24)
+    db.fund(chat.id, 30 * UNIT, f"test:tour:{chat.id}")
+    balance = chat.press(t(lang, "btn_balance"))["text"]
+    assert balance.startswith(t(lang, "balance", amount="30", symbol=SYMBOL))
+    assert t(lang, "line_deposit", id=deposit_id, amount="12.5", symbol=SYMBOL,
+             status=t(lang, "status_PENDING")) in balance
+    ask = chat.press(t(lang, "btn_withdraw"))
+    assert ask["text"] == t(lang, "withdraw_ask_amount", balance="30", fee="0", symbol=SYMBOL)
+    preview = chat.press(t(lang, "btn_all"))
+    assert preview["text"] == t(lang, "withdraw_preview", amount="30", fee="0", total="30", address=wallet,
+                                symbol=SYMBOL)
+    created = chat.press(t(lang, "btn_confirm"), edited=True)["text"]
+    withdrawal_id = hash_id(created)
+    assert created == t(lang, "withdraw_created", id=withdrawal_id, amount="30", symbol=SYMBOL, address=wallet,
+                        status=t(lang, "status_REQUESTED"))
+    history = chat.press(t(lang, "btn_history"))["text"]
+    assert history.startswith(t(lang, "history_title")) and f"#{withdrawal_id}" in history
+    other = "en" if lang == "ru" else "ru"
+    chat.press(t(lang, "btn_language"), contains=t(lang, "choose_language"))
+    assert chat.press("English" if other == "en" else "Русский")["text"] == t(other, "language_set")
+    assert chat.send("/balance")["text"].startswith(t(other, "balance", amount="0", symbol=SYMBOL))

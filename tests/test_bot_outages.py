@@ -114,3 +114,33 @@ def test_rate_limit_warns_once_then_stays_silent(api, bot_db_url, redis_server):
         assert len(texts) == 4 and sum("slow down" in text for text in texts) == 1
     finally:
         bot.stop()
+
+
+def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_server, tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")
+    bot = BotProcess(api, bot_db_url, redis_server.url(7), ENV_FILE=str(env_file)).start()
+    try:
+        db = Db(bot_db_url)
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        chat.send("/wallet 0x" + "ab" * 20, contains="Wallet bound")
+        db.fund(chat.id, 20 * UNIT, "test:maintenance")
+        assert "Confirm?" in chat.send("/withdraw 5")["text"]
+
+        env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=true\n")
+        wait_until(lambda: "temporarily unavailable" in chat.send("/withdraw 5")["text"], 5,
+                   "the bot to see maintenance mode")
+        unavailable = chat.press("Confirm")  # the preview from before maintenance
+        assert "temporarily unavailable" in unavailable["text"]
+        assert "temporarily unavailable" in chat.send("/withdraw all")["text"]
+        reply = chat.send("/deposit 50")["text"]
+        assert "under maintenance" in reply
+        deposit_id = int(reply.split("#")[1].split(":")[0])
+        assert db.value("SELECT status FROM deposits WHERE id = %s", (deposit_id,)) == "PENDING_NETWORK_RECOVERY"
+        assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
+
+        env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")
+        wait_until(lambda: "Confirm?" in chat.send("/withdraw 5")["text"], 5, "maintenance to end")
+    finally:
+        bot.stop()

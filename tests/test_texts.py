@@ -43,3 +43,13 @@ def test_keyboard_callback_data_fits_telegram_limit():
             for button in row:
                 assert len(button.callback_data.encode()) <= 64
                 assert keyboards.parse(button.callback_data) is not None
+
+
+def test_database_errors_map_to_replies_by_type():
+    from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
+    from middlewares import error_reply_key
+    assert error_reply_key(DatabaseOperationalError("x")) == "db_operational"
+    assert error_reply_key(DatabaseInterfaceError("x")) == "db_interface"
+    assert error_reply_key(DatabaseError("x")) == "db_error"
+    assert error_reply_key(RuntimeError("x")) == "internal_error"
+    assert t("ru", "db_interface") == "Проблемы с подключением к базе данных, попробуйте позже."

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test venv services clean
+.PHONY: test chat venv services clean
 
 test: venv services
 	$(PY) -m pytest
@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements.txt
 # The tests start the servers themselves on free ports of 127.0.0.1.
 services: venv
 	$(PY) -m devstack install
+
+# Talk to the real bot by hand through the Bot API stand-in (see README).
+chat: venv services
+	$(PY) -m devstack chat
 
 clean:
 	rm -rf $(VENV) .pytest_cache

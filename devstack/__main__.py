@@ -1,4 +1,4 @@
-"""python -m devstack install: install the Debian packages the stack needs."""
+"""python -m devstack install|check|chat: stack packages, and a console to talk to the bot by hand."""
 import sys
 
 from devstack.install import ensure_packages, missing_packages
@@ -9,11 +9,14 @@ def main(argv: list[str]) -> int:
         ensure_packages()
         print("stack packages present:", "postgresql, redis-server")
         return 0
+    if argv[:1] == ["chat"]:
+        from devstack import console
+        return console.main()
     if argv[:1] == ["check"]:
         missing = missing_packages()
         print("missing:", ", ".join(missing) if missing else "nothing")
         return 1 if missing else 0
-    print("usage: python -m devstack install|check", file=sys.stderr)
+    print("usage: python -m devstack install|check|chat", file=sys.stderr)
     return 2
 
 

@@ -1,0 +1,141 @@
+"""Test and demo helpers for a local anvil chain: deploy, mint and move TestToken, steer the node."""
+import json
+from pathlib import Path
+
+from eth_account import Account
+from web3 import Web3
+
+ARTIFACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "TestToken.json"
+HTTP_TIMEOUT_S = 10.0
+RECEIPT_TIMEOUT_S = 30.0
+TX_GAS = 3_000_000  # fixed, so a transfer that reverts is still mined (estimateGas would refuse it)
+
+# anvil's default dev accounts (mnemonic "test test ... junk"): public test keys, never real money.
+DEV_PRIVATE_KEYS = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+]
+DEPLOYER_KEY = DEV_PRIVATE_KEYS[0]
+
+
+def address_of(private_key: str) -> str:
+    """Checksummed address of a private key."""
+    return Account.from_key(private_key).address
+
+
+def connect(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> Web3:
+    """A Web3 client with an explicit timeout and no hidden retries."""
+    provider = Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s},
+                                 exception_retry_configuration=None)
+    return Web3(provider)
+
+
+def token_artifact() -> dict:
+    """The committed {abi, bytecode} of contracts/TestToken.sol."""
+    return json.loads(ARTIFACT_PATH.read_text())
+
+
+def token_contract(w3: Web3, token: str):
+    """A web3 contract object for the TestToken at `token`."""
+    return w3.eth.contract(address=Web3.to_checksum_address(token), abi=token_artifact()["abi"])
+
+
+def send(w3: Web3, private_key: str, tx: dict):
+    """Sign and send `tx` from `private_key`, wait for the receipt (reverted ones included)."""
+    sender = address_of(private_key)
+    tx = {"gas": TX_GAS, "gasPrice": w3.eth.gas_price, **tx, "from": sender,
+          "nonce": w3.eth.get_transaction_count(sender, "pending"), "chainId": w3.eth.chain_id}
+    signed = Account.sign_transaction(tx, private_key)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05)
+
+
+def call_tx(w3: Web3, private_key: str, function) -> dict:
+    """Run a contract function call as a transaction from `private_key`; return the receipt."""
+    return send(w3, private_key, function.build_transaction({"from": address_of(private_key),
+                                                             "gas": TX_GAS, "gasPrice": w3.eth.gas_price}))
+
+
+def deploy_token(w3: Web3, deployer_key: str, name: str, symbol: str, decimals: int) -> str:
+    """Deploy a TestToken; return its checksummed address."""
+    artifact = token_artifact()
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    receipt = call_tx(w3, deployer_key, factory.constructor(name, symbol, decimals))
+    if receipt.status != 1:
+        raise RuntimeError(f"deploying {symbol} reverted")
+    return receipt.contractAddress
+
+
+def mint(w3: Web3, token: str, deployer_key: str, to: str, amount: int) -> str:
+    """Mint `amount` base units to `to`; return the tx hash (0x hex)."""
+    receipt = call_tx(w3, deployer_key, token_contract(w3, token).functions.mint(
+        Web3.to_checksum_address(to), amount))
+    return receipt.transactionHash.to_0x_hex()
+
+
+def transfer(w3: Web3, token: str, from_key: str, to: str, amount: int) -> str:
+    """Transfer `amount` base units from `from_key`'s account; wait for the receipt; return tx hash."""
+    receipt = call_tx(w3, from_key, token_contract(w3, token).functions.transfer(
+        Web3.to_checksum_address(to), amount))
+    return receipt.transactionHash.to_0x_hex()
+
+
+def set_fail_transfers(w3: Web3, token: str, deployer_key: str, fail: bool) -> None:
+    """Make every `transfer` of the token revert (True) or work again (False)."""
+    receipt = call_tx(w3, deployer_key, token_contract(w3, token).functions.setFailTransfers(fail))
+    if receipt.status != 1:
+        raise RuntimeError("setFailTransfers reverted")
+
+
+def balance_of(w3: Web3, token: str, owner: str) -> int:
+    """Token balance of `owner` in base units."""
+    return token_contract(w3, token).functions.balanceOf(Web3.to_checksum_address(owner)).call()
+
+
+def transfer_events(w3: Web3, token: str, from_block: int = 0) -> list[dict]:
+    """Decoded Transfer logs of the token from `from_block` to latest, in chain order."""
+    event = token_contract(w3, token).events.Transfer()
+    logs = w3.eth.get_logs({"address": Web3.to_checksum_address(token), "fromBlock": from_block,
+                            "toBlock": "latest", "topics": [event.topic]})
+    return [decoded_transfer(event.process_log(log)) for log in logs]
+
+
+def decoded_transfer(entry) -> dict:
+    """A Transfer log as a plain dict."""
+    return {"from": entry.args["from"], "to": entry.args["to"], "value": entry.args["value"],
+            "tx_hash": entry.transactionHash.to_0x_hex(), "log_index": entry.logIndex,
+            "block_number": entry.blockNumber}
+
+
+def node_request(w3: Web3, method: str, params: list | None = None):
+    """Call a node-specific JSON-RPC method; raise on an error answer."""
+    return w3.manager.request_blocking(method, params or [])
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    """Mine `blocks` empty blocks at once (anvil_mine)."""
+    node_request(w3, "anvil_mine", [hex(blocks)])
+
+
+def snapshot(w3: Web3) -> str:
+    """Take an EVM snapshot; return its id for revert()."""
+    return node_request(w3, "evm_snapshot")
+
+
+def revert(w3: Web3, snapshot_id: str) -> None:
+    """Roll the chain back to a snapshot (which is used up by this)."""
+    if node_request(w3, "evm_revert", [snapshot_id]) is not True:
+        raise RuntimeError(f"evm_revert({snapshot_id}) found no such snapshot")
+
+
+def fund_eth(w3: Web3, to: str, wei: int) -> None:
+    """Set the ETH balance of `to` to `wei` (anvil_setBalance)."""
+    node_request(w3, "anvil_setBalance", [Web3.to_checksum_address(to), hex(wei)])

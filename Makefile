@@ -1,4 +1,4 @@
-# make test: create .venv, install requirements, install the services' packages, run pytest.
+# make test: create .venv, install requirements and npm packages, install the services' packages, run pytest.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,8 +17,12 @@ $(VENV)/.installed: requirements.txt
 
 # Debian packages for PostgreSQL and Redis, installed only when missing (never upgraded).
 # The tests start the servers themselves on free ports of 127.0.0.1.
-services: venv
+services: venv node_modules/.package-lock.json
 	$(PY) -m devstack install
+
+# anvil (local EVM node) and solc-js, pinned in package-lock.json
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
 
 # Talk to the real bot by hand through the Bot API stand-in (see README).
 chat: venv services

@@ -100,8 +100,8 @@ class AnvilNode(Service):
     def __init__(self, port: int | None = None, state_path: str | Path | None = None,
                  block_time_s: float | None = None,
                  state_interval_s: int | None = DEFAULT_STATE_INTERVAL_S):
+        self.binary = anvil_binary()  # before super(), which creates a data directory
         super().__init__(port)
-        self.binary = anvil_binary()
         self.state_path = Path(state_path) if state_path is not None else None
         self.block_time_s = block_time_s
         self.state_interval_s = state_interval_s

@@ -1,5 +1,7 @@
 """Test and demo helpers for a local anvil chain: deploy, mint and move TestToken, steer the node."""
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
@@ -26,6 +28,15 @@ DEV_PRIVATE_KEYS = [
 DEPLOYER_KEY = DEV_PRIVATE_KEYS[0]
 
 
+@dataclass(frozen=True)
+class DeployedToken:
+    """A TestToken on chain: where it is and how it presents itself."""
+
+    address: str
+    symbol: str
+    decimals: int
+
+
 def address_of(private_key: str) -> str:
     """Checksummed address of a private key."""
     return Account.from_key(private_key).address
@@ -38,6 +49,7 @@ def connect(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> Web3:
     return Web3(provider)
 
 
+@functools.cache
 def token_artifact() -> dict:
     """The committed {abi, bytecode} of contracts/TestToken.sol."""
     return json.loads(ARTIFACT_PATH.read_text())
@@ -72,6 +84,12 @@ def deploy_token(w3: Web3, deployer_key: str, name: str, symbol: str, decimals: 
     if receipt.status != 1:
         raise RuntimeError(f"deploying {symbol} reverted")
     return receipt.contractAddress
+
+
+def deploy_token_info(w3: Web3, name: str, symbol: str, decimals: int,
+                      deployer_key: str = DEPLOYER_KEY) -> DeployedToken:
+    """Deploy a TestToken and describe it."""
+    return DeployedToken(deploy_token(w3, deployer_key, name, symbol, decimals), symbol, decimals)
 
 
 def mint(w3: Web3, token: str, deployer_key: str, to: str, amount: int) -> str:

@@ -107,3 +107,46 @@ def own_redis():
     server = RedisServer(persistent=True).start()
     yield server
     server.close()
+
+
+# -- local EVM chain (anvil from node_modules); started only for tests that ask for it
+
+@pytest.fixture(scope="session")
+def anvil():
+    """A session-wide anvil node; tests must not stop, kill or freeze it (use own_anvil)."""
+    from devstack.anvil import AnvilNode, ensure_node_modules
+    ensure_node_modules()
+    node = AnvilNode().start()
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def own_anvil(tmp_path):
+    """A private anvil with a state file, which a test may stop, kill -9, freeze or restart."""
+    from devstack.anvil import AnvilNode, ensure_node_modules
+    ensure_node_modules()
+    node = AnvilNode(state_path=tmp_path / "anvil-state.json").start()
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def w3(anvil):
+    """Web3 connected to the session anvil."""
+    from devstack import chaintools
+    return chaintools.connect(anvil.url)
+
+
+@pytest.fixture
+def token6(w3):
+    """A freshly deployed 6-decimal TestToken (USDT-like)."""
+    from devstack import chaintools
+    return chaintools.deploy_token_info(w3, "Tether USD", "USDT", 6)
+
+
+@pytest.fixture
+def token18(w3):
+    """A freshly deployed 18-decimal TestToken (DAI-like)."""
+    from devstack import chaintools
+    return chaintools.deploy_token_info(w3, "Dai Stablecoin", "DAI", 18)

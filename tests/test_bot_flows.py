@@ -84,7 +84,8 @@ def bot(api, bot_db, redis_server):
 
 
 @pytest.fixture
-def db(bot_db):
+def db(bot_db, bot):
+    """The running bot's database (asking for it starts the bot)."""
     return Db(bot_db)
 
 
@@ -205,6 +206,15 @@ def test_deposit_bad_amounts_change_nothing(api, db, amount):
     reply = chat.send(f"/deposit {amount}")["text"]
     assert "#" not in reply and ("Invalid amount" in reply or "deposit level" in reply)
     assert db.value("SELECT count(*) FROM deposits WHERE user_id = %s", (chat.id,)) == 0
+
+
+@pytest.mark.parametrize("amount", ["-5", "0", "1e309", "NaN", "1,5", "0x10", "9" * 40, "1.0000001", "🙂"])
+def test_withdraw_bad_amounts_change_nothing(api, db, amount):
+    chat = registered(api, db, balance=50 * UNIT)
+    reply = chat.send(f"/withdraw {amount}")["text"]
+    assert "Invalid amount" in reply and "#" not in reply
+    assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
+    assert db.balance(chat.id) == 50 * UNIT
 
 
 # --- balance and history

@@ -144,3 +144,26 @@ def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_ser
         wait_until(lambda: "Confirm?" in chat.send("/withdraw 5")["text"], 5, "maintenance to end")
     finally:
         bot.stop()
+
+
+def test_sends_wait_out_telegram_flood_limits(api, bot_db_url, redis_server):
+    bot = BotProcess(api, bot_db_url, redis_server.url(8)).start()
+    try:
+        db = Db(bot_db_url)
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        chat.send("/wallet 0x" + "cd" * 20, contains="Wallet bound")
+        db.fund(chat.id, 100 * UNIT, "test:flood")
+        for _ in range(6):
+            chat.send("/withdraw 1", contains="Confirm?")
+            chat.press("Confirm", edited=True)
+        api.enforce_limits(True)
+        admin = Chat(api, 999)
+        before = admin.mark()  # the admin was already told of each new withdrawal
+        admin.send("/pending")
+        wait_until(lambda: len([m for m in api.messages(999)[before:] if "#" in m["text"]]) >= 6, 30,
+                   "all six pending withdrawals to reach the admin")
+        assert any(status == 429 for _, _, status, _ in api.failures)  # the limit was hit and waited out
+    finally:
+        api.enforce_limits(False)
+        bot.stop()

@@ -16,14 +16,12 @@ from telebot.types import BotCommand
 
 import adminflows
 import boot
-import chain
 import keyboards
 import tg
 import userflows
 from botctx import Context
 from config import SettingsWatcher
-from db import system_settings
-from db.pool import open_pool, transaction
+from db.pool import open_pool
 from dr import DialogStore, RateLimiter, redis_client
 from errors import DatabaseError
 from middlewares import SessionMiddleware
@@ -33,7 +31,6 @@ log = logging.getLogger("bot")
 
 HANDLER_THREADS = 4
 POLL_BACKOFF_MAX_S = 5.0
-TOKEN_CACHE_KEY = "token_metadata"
 USER_COMMANDS = ("start", "deposit", "balance", "withdraw", "history", "wallet", "lang", "cancel", "help")
 COMMAND_DESCRIPTIONS = {
     "en": {"start": "Main menu", "deposit": "Deposit", "balance": "Balance", "withdraw": "Withdraw",
@@ -102,23 +99,6 @@ def register_commands(bot: TeleBot) -> None:
             log.warning("setMyCommands (%s) failed: %s; the menu stays as it was", language or "default", exc)
 
 
-def load_token_info(settings, pool) -> chain.TokenInfo:
-    """Symbol and decimals from the contract, cached in the database for when the RPC is down."""
-    try:
-        info = chain.read_token_info(chain.connect(settings), settings.token_address)
-    except Exception as exc:  # any RPC trouble: fall back to the cached copy
-        log.warning("token metadata from the RPC failed (%s); using the cached copy", type(exc).__name__)
-        with transaction(pool) as conn:
-            cached = system_settings.get(conn, TOKEN_CACHE_KEY)
-        if not cached or cached.get("address", "").lower() != settings.token_address.lower():
-            boot.fail("bot: cannot read the token's symbol and decimals: the RPC is unreachable and none are cached")
-        return chain.TokenInfo(settings.token_address, cached["symbol"], int(cached["decimals"]))
-    with transaction(pool) as conn:
-        system_settings.put(conn, TOKEN_CACHE_KEY, {"address": info.address, "symbol": info.symbol,
-                                                    "decimals": info.decimals}, None)
-    return info
-
-
 def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> None:
     """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after."""
     offset, backoff = None, 0.0
@@ -152,7 +132,7 @@ def main() -> int:
         boot.fail("configuration error: DEPOSIT_ADDRESS: required (or HOT_WALLET_PRIVATE_KEY to derive it)", 2)
     pool = open_pool(settings, "bot")
     try:
-        token = load_token_info(settings, pool)
+        token = boot.load_token_info(settings, pool, "bot")
     except DatabaseError as exc:
         boot.fail(f"bot: cannot reach the database: {exc}")
     tg.configure(settings.telegram_api_url)

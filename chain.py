@@ -1,9 +1,22 @@
-"""Token contract access over JSON-RPC (web3.py): explicit timeouts, no hidden retries."""
+"""Token contract access over JSON-RPC (web3.py 8): explicit timeouts, no hidden retries.
+
+Every call to the node goes through the circuit breaker the caller injects.
+Errors are classified once, here: transport failures (no usable answer) are
+outages and count against the breaker; Web3RPCError/ContractLogicError mean the
+node answered and do not.
+"""
 import json
+import logging
 from dataclasses import dataclass
 
 import requests
+from eth_account import Account
 from web3 import Web3
+from web3.exceptions import TransactionNotFound, Web3RPCError
+
+from db.deposits import Transfer
+
+log = logging.getLogger(__name__)
 
 ERC20_ABI = [
     {"name": "decimals", "type": "function", "stateMutability": "view", "inputs": [],
@@ -15,19 +28,27 @@ ERC20_ABI = [
     {"name": "transfer", "type": "function", "stateMutability": "nonpayable",
      "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}],
      "outputs": [{"name": "", "type": "bool"}]},
-    {"name": "Transfer", "type": "event", "anonymous": False,
-     "inputs": [{"name": "from", "type": "address", "indexed": True},
-                {"name": "to", "type": "address", "indexed": True},
-                {"name": "value", "type": "uint256", "indexed": False}]},
 ]
-
-# Transport failures: the node did not answer, or answered like a broken proxy. web3's
-# Web3RPCError and ContractLogicError are not here: they mean the node answered.
-TRANSPORT_ERRORS = (requests.RequestException, json.JSONDecodeError)
+TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
+WITHDRAWAL_GAS_LIMIT = 100_000  # an ERC-20 transfer needs ~35-55k; fixed so signing needs no estimate
+RANGE_REFUSED_HINTS = ("range", "too many", "limit", "exceed", "10000", "response size")
+ALREADY_KNOWN_HINTS = ("already known", "nonce too low", "known transaction", "already imported")
 
 
 class RpcUnavailable(Exception):
     """The RPC node could not be reached or gave no usable answer."""
+
+
+class RangeRefused(Exception):
+    """The node refused an eth_getLogs range (too many blocks or results)."""
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """True when the node gave no usable answer: counts as an outage for the breaker."""
+    if isinstance(exc, requests.HTTPError):
+        status = exc.response.status_code if exc.response is not None else 500
+        return status >= 500 or status == 429
+    return isinstance(exc, (requests.RequestException, json.JSONDecodeError))
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,13 @@ class TokenInfo:
     address: str
     symbol: str
     decimals: int
+
+
+@dataclass(frozen=True)
+class SignedTransfer:
+    tx_hash: str
+    raw: bytes
+    nonce: int
 
 
 def connect(settings) -> Web3:
@@ -50,6 +78,111 @@ def read_token_info(w3: Web3, token_address: str) -> TokenInfo:
     try:
         decimals = contract.functions.decimals().call()
         symbol = contract.functions.symbol().call()
-    except TRANSPORT_ERRORS as exc:
-        raise RpcUnavailable(f"{type(exc).__name__}") from exc
+    except Exception as exc:
+        if is_transport_failure(exc):
+            raise RpcUnavailable(type(exc).__name__) from exc
+        raise
     return TokenInfo(token_address, symbol, int(decimals))
+
+
+class Chain:
+    """The token, the deposit address and the hot wallet, as the worker sees them."""
+
+    def __init__(self, w3: Web3, breaker, *, token_address: str, deposit_address: str, chain_id: int,
+                 hot_wallet_key: str | None = None):
+        self.w3 = w3
+        self.breaker = breaker
+        self.token = w3.eth.contract(address=Web3.to_checksum_address(token_address), abi=ERC20_ABI)
+        self.deposit_address = Web3.to_checksum_address(deposit_address)
+        self.chain_id = chain_id
+        self._account = Account.from_key(hot_wallet_key) if hot_wallet_key else None
+
+    @property
+    def hot_wallet(self) -> str:
+        return self._account.address
+
+    def _rpc(self, function, *args):
+        return self.breaker.call(function, *args)
+
+    # --- reading
+    def head(self) -> int:
+        return self._rpc(lambda: self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> str | None:
+        """Hash of the canonical block at `number`, or None if the node has no such block."""
+        block = self._rpc(lambda: self.w3.eth.get_block(number))
+        return _hex(block["hash"]) if block else None
+
+    def transfer_logs(self, from_block: int, to_block: int) -> list[Transfer]:
+        """Token Transfer logs to the deposit address in [from_block, to_block]."""
+        query = {"fromBlock": from_block, "toBlock": to_block, "address": self.token.address,
+                 "topics": [TRANSFER_TOPIC, None, "0x" + self.deposit_address[2:].lower().rjust(64, "0")]}
+        try:
+            entries = self._rpc(self.w3.eth.get_logs, query)
+        except Web3RPCError as exc:
+            if any(hint in str(exc).lower() for hint in RANGE_REFUSED_HINTS):
+                raise RangeRefused(str(exc)) from exc
+            raise
+        return [_transfer(entry) for entry in entries if not entry.get("removed")]
+
+    def token_balance(self, address: str) -> int:
+        return self._rpc(self.token.functions.balanceOf(Web3.to_checksum_address(address)).call)
+
+    def native_balance(self, address: str) -> int:
+        return self._rpc(self.w3.eth.get_balance, Web3.to_checksum_address(address))
+
+    def pending_nonce(self) -> int:
+        return self._rpc(self.w3.eth.get_transaction_count, self.hot_wallet, "pending")
+
+    def gas_price(self) -> int:
+        return self._rpc(lambda: self.w3.eth.gas_price)
+
+    def receipt(self, tx_hash: str) -> dict | None:
+        """The receipt (status, blockNumber), or None while the transaction is not mined."""
+        try:
+            return self._rpc(self.w3.eth.get_transaction_receipt, tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def transaction_known(self, tx_hash: str) -> bool:
+        """Whether the node knows the transaction at all (mined or in its mempool)."""
+        try:
+            return self._rpc(self.w3.eth.get_transaction, tx_hash) is not None
+        except TransactionNotFound:
+            return False
+
+    # --- writing
+    def sign_transfer(self, to: str, amount: int, nonce: int, gas_price: int) -> SignedTransfer:
+        """Sign token.transfer(to, amount) from the hot wallet; pure computation, no RPC."""
+        data = self.token.encode_abi("transfer", args=[Web3.to_checksum_address(to), amount])
+        tx = {"to": self.token.address, "data": data, "value": 0, "gas": WITHDRAWAL_GAS_LIMIT,
+              "gasPrice": gas_price, "nonce": nonce, "chainId": self.chain_id}
+        signed = self._account.sign_transaction(tx)
+        return SignedTransfer(_hex(signed.hash), bytes(signed.raw_transaction), nonce)
+
+    def send_raw(self, raw: bytes) -> bool:
+        """Broadcast signed bytes; False when the node says it already has them (or their nonce is used)."""
+        try:
+            self._rpc(self.w3.eth.send_raw_transaction, raw)
+        except Web3RPCError as exc:
+            if any(hint in str(exc).lower() for hint in ALREADY_KNOWN_HINTS):
+                return False
+            raise
+        return True
+
+    def gas_cost(self, gas_price: int) -> int:
+        return WITHDRAWAL_GAS_LIMIT * gas_price
+
+
+def _hex(value) -> str:
+    text = value.hex() if hasattr(value, "hex") else str(value)
+    return (text if text.startswith("0x") else "0x" + text).lower()
+
+
+def _transfer(entry) -> Transfer:
+    topics = entry["topics"]
+    data = entry["data"]
+    value = int(_hex(data), 16) if data not in (b"", "0x") else 0
+    return Transfer(tx_hash=_hex(entry["transactionHash"]), log_index=int(entry["logIndex"]),
+                    block_number=int(entry["blockNumber"]), block_hash=_hex(entry["blockHash"]),
+                    from_address="0x" + _hex(topics[1])[-40:], amount=value)

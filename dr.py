@@ -98,6 +98,81 @@ class DialogStore(StateStorageBase):
         raise NotImplementedError("use get() and put()")
 
 
+CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
+
+
+class BreakerOpen(Exception):
+    """The protected dependency is considered down; the call was not attempted."""
+
+
+class CircuitBreaker:
+    """Stop calling a dependency after consecutive failures; probe it again after a pause.
+
+    CLOSED: calls go through; `failure_threshold` consecutive failures open it.
+    OPEN: calls fail fast with BreakerOpen until `reset_timeout_s` passed (monotonic clock).
+    HALF_OPEN: exactly one probe call goes through; success closes, failure reopens.
+    Only exceptions for which `is_failure(exc)` is true count (transport failures, not
+    "the node answered with an error"). No lock is held while the protected call runs.
+    """
+
+    def __init__(self, name: str, failure_threshold: int, reset_timeout_s: float,
+                 is_failure=lambda exc: True, clock=time.monotonic):
+        self.name = name
+        self._threshold = failure_threshold
+        self._reset_timeout_s = reset_timeout_s
+        self._is_failure = is_failure
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+        self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._state == OPEN and self._clock() - self._opened_at >= self._reset_timeout_s:
+                return HALF_OPEN
+            return self._state
+
+    def call(self, function, *args, **kwargs):
+        self._admit()
+        try:
+            result = function(*args, **kwargs)
+        except BaseException as exc:
+            self._record(failed=self._is_failure(exc), error=exc)
+            raise
+        self._record(failed=False)
+        return result
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self._state == CLOSED:
+                return
+            if self._state == OPEN and self._clock() - self._opened_at >= self._reset_timeout_s:
+                self._state = HALF_OPEN
+            if self._state == HALF_OPEN and not self._probing:
+                self._probing = True  # this caller is the one probe
+                return
+            raise BreakerOpen(f"{self.name} is unavailable ({self.last_error or 'recent failures'})")
+
+    def _record(self, failed: bool, error: BaseException | None = None) -> None:
+        with self._lock:
+            probing, self._probing = self._probing, False
+            if not failed:
+                if self._state != CLOSED:
+                    log.warning("%s breaker CLOSED: the dependency answers again", self.name)
+                self._state, self._failures = CLOSED, 0
+                return
+            self._failures += 1
+            self.last_error = type(error).__name__ if error else None
+            if probing or self._failures >= self._threshold:
+                if self._state != OPEN:
+                    log.warning("%s breaker OPEN after %s failure(s): %s", self.name, self._failures, self.last_error)
+                self._state, self._opened_at = OPEN, self._clock()
+
+
 ALLOW, WARN, DROP = "ALLOW", "WARN", "DROP"
 
 

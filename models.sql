@@ -1,4 +1,4 @@
--- The full current schema: what migrations/0001..0003 build, without their seed rows.
+-- The full current schema: what the migrations build, without their seed rows.
 -- Keep it equal to the migrations (tests/test_migrations.py compares pg_dump of both).
 -- Change the schema by adding a numbered migration AND editing this file.
 
@@ -231,3 +231,9 @@ CREATE TABLE notification_queue_fallback (
 );
 CREATE INDEX notification_queue_fallback_due_idx ON notification_queue_fallback (next_attempt_at, id)
     WHERE status = 'PENDING';
+
+CREATE TABLE service_status (
+    name       text PRIMARY KEY,                  -- e.g. 'rpc'
+    status     jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

@@ -206,6 +206,28 @@ CATALOG = {
         "en": "Withdrawal #{id} of {amount} {symbol} was rejected: {reason}. {total} {symbol} returned to your balance.",
         "ru": "Вывод #{id} на {amount} {symbol} отклонён: {reason}. {total} {symbol} возвращены на баланс.",
     },
+    "notify_deposit_credited": {
+        "en": "Deposit #{id} credited: {amount} {symbol}. Balance: {balance} {symbol}.",
+        "ru": "Пополнение #{id} зачислено: {amount} {symbol}. Баланс: {balance} {symbol}.",
+    },
+    "notify_withdrawal_confirmed": {
+        "en": "Withdrawal #{id} of {amount} {symbol} is confirmed on chain. Transaction: {tx_hash}",
+        "ru": "Вывод #{id} на {amount} {symbol} подтверждён в сети. Транзакция: {tx_hash}",
+    },
+    "notify_withdrawal_failed": {
+        "en": "Withdrawal #{id} of {amount} {symbol} failed on chain; {total} {symbol} returned to your balance.",
+        "ru": "Вывод #{id} на {amount} {symbol} не прошёл в сети; {total} {symbol} возвращены на баланс.",
+    },
+    "admin_withdrawal_failed": {
+        "en": "Withdrawal #{id} reverted on chain (tx {tx_hash}) and was refunded to user {user_id}.",
+        "ru": "Вывод #{id} отклонён сетью (транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
+    },
+    "admin_low_funds": {
+        "en": ("The hot wallet {address} cannot pay withdrawal #{id}: it has {token_balance} {symbol} and "
+               "{native_balance} wei for gas. Approved withdrawals wait until it is topped up."),
+        "ru": ("Горячий кошелёк {address} не может оплатить вывод #{id}: на нём {token_balance} {symbol} и "
+               "{native_balance} wei на газ. Одобренные выводы ждут пополнения."),
+    },
     "no_reason": {"en": "no reason given", "ru": "причина не указана"},
     # --- statuses
     "status_PENDING": {"en": "waiting for the transfer", "ru": "ожидает перевода"},
@@ -244,9 +266,15 @@ CATALOG = {
         "ru": "Пользователи: {users}\nСумма балансов: {balances} {symbol}\nПополнения: {deposits}\nВыводы: {withdrawals}",
     },
     "admin_status": {
-        "en": "Bot: running\nDatabase: {database}\nRedis: {redis}\nBlockchain maintenance: {maintenance}",
-        "ru": "Бот: работает\nБаза данных: {database}\nRedis: {redis}\nОбслуживание блокчейна: {maintenance}",
+        "en": ("Bot: running\nDatabase: {database}\nRedis: {redis}\nBlockchain maintenance: {maintenance}\n"
+               "RPC (worker): {rpc}\nHot wallet: {hot_wallet}\nNotifications waiting: {queued}"),
+        "ru": ("Бот: работает\nБаза данных: {database}\nRedis: {redis}\nОбслуживание блокчейна: {maintenance}\n"
+               "RPC (воркер): {rpc}\nГорячий кошелёк: {hot_wallet}\nУведомлений в очереди: {queued}"),
     },
+    "maintenance_manual": {"en": "on (manual: BLOCKCHAIN_MAINTENANCE_MODE)", "ru": "включено (вручную: BLOCKCHAIN_MAINTENANCE_MODE)"},
+    "maintenance_auto": {"en": "on (automatic: RPC failing, breaker {state})", "ru": "включено (автоматически: RPC недоступен, предохранитель {state})"},
+    "unknown": {"en": "unknown", "ru": "неизвестно"},
+    "funds_short": {"en": "SHORT of funds, withdrawals wait", "ru": "НЕ ХВАТАЕТ средств, выводы ждут"},
     "admin_unattributed_empty": {"en": "No unattributed transfers.", "ru": "Нет неопознанных переводов."},
     "admin_unattributed_item": {
         "en": "#{id} {amount} {symbol} from {address}, tx {tx_hash}",

@@ -1,16 +1,146 @@
-"""The background worker process: python worker.py.
+"""The background worker: python worker.py (systemd unit `worker`).
 
-This foundation checks settings and schema; later issues add the job table.
+A `schedule` loop over a table of jobs: deposit monitoring, withdrawal sending and
+reconciling, network recovery, notification delivery, request expiry and a status
+report. Each job is guarded (an error is logged, the loop goes on); chain jobs
+pause in blockchain maintenance mode, and the RPC circuit breaker makes them fail
+fast while the node is down. SIGTERM finishes the current job, then exits.
 """
+import json
+import logging
+import signal
 import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import schedule
+from telebot import TeleBot
 
 import boot
+import chain
+import monitor
+import notifier
+import sender
+import tg
+from config import SettingsWatcher
+from db import notifications, service_status
+from db.pool import open_pool, transaction
+from dr import BreakerOpen, CircuitBreaker
+from money import format_amount
+
+log = logging.getLogger("worker")
+
+LOOP_SLEEP_S = 0.1
+EXPIRY_INTERVAL_S = 60
+STATUS_INTERVAL_S = 1
+
+
+@dataclass
+class WorkerContext:
+    watcher: SettingsWatcher
+    pool: object
+    chain: chain.Chain
+    bot: TeleBot
+    token: chain.TokenInfo
+    stop: threading.Event
+
+    @property
+    def settings(self):
+        return self.watcher.current()
+
+    def transaction(self):
+        return transaction(self.pool)
+
+    def amount(self, units: int) -> str:
+        return format_amount(int(units), self.token.decimals)
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+
+def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
+    """Run `job` so that no exception stops the loop; chain jobs sit out maintenance mode."""
+    def run():
+        if uses_chain and wctx.settings.blockchain_maintenance_mode:
+            return
+        try:
+            job()
+        except BreakerOpen:
+            log.debug("%s skipped: RPC breaker open", name)
+        except Exception as exc:
+            if chain.is_transport_failure(exc):
+                log.warning("%s: RPC unavailable (%s)", name, type(exc).__name__)
+            else:
+                log.exception("job %s failed", name)
+    return run
+
+
+def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> None:
+    """Tell the bot and operators how the chain side is doing; refresh the heartbeat file."""
+    breaker = wctx.chain.breaker
+    status = {"breaker": breaker.state, "last_error": breaker.last_error,
+              "maintenance": wctx.settings.blockchain_maintenance_mode,
+              "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem}
+    with wctx.transaction() as conn:
+        service_status.put(conn, "rpc", status)
+        status["notifications_pending"] = notifications.pending_count(conn)
+    state_dir = wctx.settings.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "worker.json").write_text(json.dumps({**status, "heartbeat": time.time()}))
+
+
+def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
+    """The job table."""
+    deposit_monitor = monitor.DepositMonitor(wctx)
+    withdrawal_sender = sender.WithdrawalSender(wctx)
+    every = wctx.settings.worker_interval_s
+    table = [
+        ("scan_deposits", every, deposit_monitor.scan, True),
+        ("network_recovery", every, lambda: monitor.finish_network_recovery(wctx, deposit_monitor), True),
+        ("send_withdrawals", every, withdrawal_sender.run, True),
+        ("reconcile_withdrawals", every, lambda: sender.reconcile(wctx), True),
+        ("deliver_notifications", every, lambda: notifier.deliver(wctx), False),
+        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: monitor.expire_requests(wctx), False),
+        ("report_status", STATUS_INTERVAL_S, lambda: report_status(wctx, deposit_monitor, withdrawal_sender), False),
+    ]
+    for name, seconds, job, uses_chain in table:
+        scheduler.every(seconds).seconds.do(guarded(name, job, wctx, uses_chain))
+
+
+def run_loop(scheduler: schedule.Scheduler, stop: threading.Event) -> None:
+    scheduler.run_all()
+    while not stop.is_set():
+        scheduler.run_pending()
+        stop.wait(LOOP_SLEEP_S)
 
 
 def main() -> int:
     settings = boot.settings_or_exit("DATABASE_URL")
     boot.schema_current_or_exit(settings, "worker")
-    boot.fail("worker: no jobs are built yet (issues 3 and 4); schema and settings are fine")
+    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
+    pool = open_pool(settings, "worker")
+    token = boot.load_token_info(settings, pool, "worker")
+    breaker = CircuitBreaker("rpc", settings.breaker_failures, settings.breaker_reset_s,
+                             is_failure=chain.is_transport_failure)
+    node = chain.Chain(chain.connect(settings), breaker, token_address=settings.token_address,
+                       deposit_address=settings.deposit_address, chain_id=settings.chain_id,
+                       hot_wallet_key=settings.hot_wallet_private_key.reveal())
+    tg.configure(settings.telegram_api_url)
+    stop = threading.Event()
+    watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
+    wctx = WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=stop,
+                         bot=TeleBot(settings.bot_token.reveal(), threaded=False))
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    scheduler = schedule.Scheduler()
+    schedule_jobs(scheduler, wctx)
+    log.info("worker started: token %s, deposits to %s, hot wallet %s", token.symbol,
+             settings.deposit_address, node.hot_wallet)
+    run_loop(scheduler, stop)
+    log.info("worker stopped")
+    pool.close()
+    return 0
 
 
 if __name__ == "__main__":

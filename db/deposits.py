@@ -46,6 +46,10 @@ SELECT * FROM deposits WHERE user_id = %s AND status IN ('PENDING', 'PENDING_NET
 SQL_EXPIRE = """
 UPDATE deposits SET status = 'EXPIRED' WHERE status = 'PENDING' AND expires_at <= now() RETURNING *
 """
+SQL_RESUME_AFTER_OUTAGE = """
+UPDATE deposits SET status = 'PENDING', expires_at = now() + %s
+WHERE status = 'PENDING_NETWORK_RECOVERY' RETURNING *
+"""
 SQL_UNATTRIBUTED = "SELECT * FROM deposits WHERE user_id IS NULL ORDER BY id DESC LIMIT %s"
 
 
@@ -139,6 +143,11 @@ def open_requests(conn, user_id: int) -> list[dict]:
 def expire_requests(conn) -> list[dict]:
     """Move PENDING requests past their deadline to EXPIRED; later transfers still get credited."""
     return conn.execute(SQL_EXPIRE).fetchall()
+
+
+def resume_network_recovery(conn, ttl) -> list[dict]:
+    """Requests made during an outage that no transfer matched go back to PENDING with a fresh TTL."""
+    return conn.execute(SQL_RESUME_AFTER_OUTAGE, (ttl,)).fetchall()
 
 
 def unattributed(conn, limit: int = 50) -> list[dict]:

@@ -46,6 +46,8 @@ SELECT * FROM withdrawals WHERE user_id = %s AND status IN ('REQUESTED', 'APPROV
 ORDER BY id
 """
 SQL_BY_STATUS = "SELECT * FROM withdrawals WHERE status = %s ORDER BY id LIMIT %s"
+SQL_NEXT_APPROVED = "SELECT * FROM withdrawals WHERE status = 'APPROVED' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,15 @@ def in_flight_for_user(conn, user_id: int) -> list[dict]:
 
 def with_status(conn, status: str, limit: int = 50) -> list[dict]:
     return conn.execute(SQL_BY_STATUS, (status, limit)).fetchall()
+
+
+def next_approved(conn) -> dict | None:
+    """The oldest APPROVED withdrawal, locked so a second sender skips it."""
+    return conn.execute(SQL_NEXT_APPROVED).fetchone()
+
+
+def highest_nonce(conn) -> int | None:
+    return conn.execute(SQL_HIGHEST_NONCE).fetchone()["nonce"]
 
 
 def _refund(conn, withdrawal: dict) -> None:

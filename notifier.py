@@ -1,0 +1,50 @@
+"""Deliver queued notifications through the Bot API, in each user's language."""
+import logging
+
+import tg
+from db import notifications, users
+from texts import CATALOG, t
+
+log = logging.getLogger(__name__)
+
+BATCH = 20
+
+
+def deliver(wctx) -> int:
+    """Send due notifications; a transient failure retries later, a permanent one is recorded."""
+    with wctx.transaction() as conn:
+        batch = notifications.claim(conn, BATCH)
+    sent = 0
+    for row in batch:
+        if wctx.stopping():
+            break  # unsent rows come back when their lease ends
+        sent += _deliver_one(wctx, row)
+    return sent
+
+
+def _deliver_one(wctx, row: dict) -> int:
+    payload = row["payload"]
+    with wctx.transaction() as conn:
+        user = users.get(conn, row["chat_id"])
+    language = user["language"] if user else wctx.settings.default_language
+    key = payload.get("text")
+    if key not in CATALOG:
+        _record_failure(wctx, row, f"unknown text key {key!r}", permanent=True)
+        return 0
+    try:
+        tg.call(wctx.bot.send_message, row["chat_id"], t(language, key, **payload.get("values", {})))
+    except tg.SendFailed as exc:
+        _record_failure(wctx, row, str(exc), permanent=exc.permanent, blocked=exc.blocked)
+        return 0
+    with wctx.transaction() as conn:
+        notifications.mark_sent(conn, row["id"])
+    return 1
+
+
+def _record_failure(wctx, row: dict, error: str, permanent: bool, blocked: bool = False) -> None:
+    log.log(logging.WARNING if permanent else logging.INFO, "notification %s to %s not delivered: %s",
+            row["id"], row["chat_id"], error)
+    with wctx.transaction() as conn:
+        notifications.mark_failed_attempt(conn, row["id"], error, permanent)
+        if blocked:
+            users.set_blocked_bot(conn, row["chat_id"], True)

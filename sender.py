@@ -1,0 +1,139 @@
+"""Withdrawal sender and reconciler: every withdrawal reaches the chain at most once.
+
+Order of events for one withdrawal: sign -> commit (nonce, hash, raw bytes: SIGNED)
+-> send -> commit BROADCAST -> receipt with enough confirmations -> CONFIRMED, or
+a reverted receipt -> FAILED with one refund. After a crash anywhere, the stored
+bytes are sent again; a second transaction is never signed for the same withdrawal.
+"""
+import logging
+import time
+
+from db import notifications, service_status, withdrawals
+from errors import InvalidTransition
+
+log = logging.getLogger(__name__)
+
+
+class WithdrawalSender:
+    def __init__(self, wctx):
+        self.wctx = wctx
+        self.funds_problem: dict | None = None
+
+    def run(self) -> int:
+        """Re-send anything signed but not yet broadcast, then send the next approved withdrawal."""
+        self.rebroadcast_signed()
+        return self.send_next()
+
+    def rebroadcast_signed(self) -> None:
+        with self.wctx.transaction() as conn:
+            signed = withdrawals.with_status(conn, withdrawals.SIGNED)
+        for row in signed:
+            self._broadcast(row["id"], bytes(row["raw_tx"]))
+
+    def send_next(self) -> int:
+        chain = self.wctx.chain
+        with self.wctx.transaction() as conn:
+            row = withdrawals.next_approved(conn)
+            highest = withdrawals.highest_nonce(conn)
+        if row is None:
+            return 0
+        gas_price = chain.gas_price()
+        if not self._hot_wallet_covers(row, gas_price):
+            return 0
+        nonce = max(chain.pending_nonce(), -1 if highest is None else highest + 1)
+        signed = chain.sign_transfer(row["to_address"], row["amount"], nonce, gas_price)
+        try:
+            with self.wctx.transaction() as conn:  # committed before a single byte leaves
+                withdrawals.mark_signed(conn, row["id"], nonce=nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw)
+        except InvalidTransition:
+            log.info("withdrawal #%s changed state while signing (rejected?); not sent", row["id"])
+            return 0
+        log.info("withdrawal #%s signed: nonce %s, tx %s", row["id"], nonce, signed.tx_hash)
+        self._broadcast(row["id"], signed.raw)
+        return 1
+
+    def _broadcast(self, withdrawal_id: int, raw: bytes) -> None:
+        fresh = self.wctx.chain.send_raw(raw)
+        with self.wctx.transaction() as conn:
+            withdrawals.mark_broadcast(conn, withdrawal_id)
+        log.info("withdrawal #%s broadcast%s", withdrawal_id, "" if fresh else " (the node already had it)")
+
+    def _hot_wallet_covers(self, row: dict, gas_price: int) -> bool:
+        """Token balance for the amount and native balance for gas; otherwise alert admins, wait."""
+        chain = self.wctx.chain
+        token_balance = chain.token_balance(chain.hot_wallet)
+        native_balance = chain.native_balance(chain.hot_wallet)
+        if token_balance >= row["amount"] and native_balance >= chain.gas_cost(gas_price):
+            if self.funds_problem:
+                self._report_funds(None)
+            return True
+        problem = {"withdrawal": row["id"], "token_balance": self.wctx.amount(token_balance),
+                   "native_balance": str(native_balance), "address": chain.hot_wallet}
+        log.warning("hot wallet short of funds for withdrawal #%s: %s", row["id"], problem)
+        self._report_funds(problem)
+        return False
+
+    def _report_funds(self, problem: dict | None) -> None:
+        self.funds_problem = problem
+        interval = self.wctx.settings.low_funds_alert_interval_s
+        with self.wctx.transaction() as conn:
+            service_status.put(conn, "hot_wallet", {"short": problem is not None, **(problem or {})})
+            if problem is None:
+                return
+            bucket = int(time.time() // interval)  # one alert per admin per interval, across restarts too
+            for admin_id in self.wctx.settings.admin_ids:
+                notifications.enqueue(conn, admin_id, "admin_low_funds",
+                                      {"address": problem["address"], "id": problem["withdrawal"],
+                                       "token_balance": problem["token_balance"],
+                                       "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol},
+                                      f"low-funds:{bucket}:{admin_id}")
+
+
+def reconcile(wctx) -> int:
+    """Settle BROADCAST withdrawals from their receipts; re-send bytes the node has forgotten."""
+    chain = wctx.chain
+    with wctx.transaction() as conn:
+        rows = withdrawals.with_status(conn, withdrawals.BROADCAST, 100)
+    if not rows:
+        return 0
+    head = chain.head()
+    settled = 0
+    for row in rows:
+        receipt = chain.receipt(row["tx_hash"])
+        if receipt is None:
+            if not chain.transaction_known(row["tx_hash"]):
+                log.warning("withdrawal #%s: node does not know tx %s; re-sending the same bytes",
+                            row["id"], row["tx_hash"])
+                chain.send_raw(bytes(row["raw_tx"]))
+            continue
+        if head - receipt["blockNumber"] + 1 < wctx.settings.confirmations:
+            continue
+        settle(wctx, row, succeeded=receipt["status"] == 1)
+        settled += 1
+    return settled
+
+
+def settle(wctx, row: dict, succeeded: bool) -> None:
+    """CONFIRMED (user told, with the full hash) or FAILED (refunded once, user and admins told)."""
+    amount = wctx.amount(row["amount"])
+    symbol = wctx.token.symbol
+    with wctx.transaction() as conn:
+        if succeeded:
+            change = withdrawals.confirm(conn, row["id"])
+            if change.changed:
+                notifications.enqueue(conn, row["user_id"], "notify_withdrawal_confirmed",
+                                      {"id": row["id"], "amount": amount, "symbol": symbol, "tx_hash": row["tx_hash"]},
+                                      f"withdrawal-confirmed:{row['id']}")
+            return
+        change = withdrawals.fail(conn, row["id"], "transaction reverted on chain")
+        if not change.changed:
+            return
+        notifications.enqueue(conn, row["user_id"], "notify_withdrawal_failed",
+                              {"id": row["id"], "amount": amount, "symbol": symbol,
+                               "total": wctx.amount(row["amount"] + row["fee"])},
+                              f"withdrawal-failed:{row['id']}")
+        for admin_id in wctx.settings.admin_ids:
+            notifications.enqueue(conn, admin_id, "admin_withdrawal_failed",
+                                  {"id": row["id"], "tx_hash": row["tx_hash"], "user_id": row["user_id"]},
+                                  f"withdrawal-failed:{row['id']}:admin:{admin_id}")
+    log.warning("withdrawal #%s reverted on chain; refunded", row["id"])

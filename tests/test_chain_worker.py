@@ -1,0 +1,152 @@
+"""worker.py against a real anvil: deposits credited once, withdrawals sent once, reverts refunded once."""
+import pytest
+
+from devstack import chaintools
+from devstack.procs import wait_until
+from devstack.telegram_api import BotApiStandIn
+from tests.botharness import ADMIN_ID, Db
+from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, user_with_wallet
+
+USER_ID = 5001
+
+
+@pytest.fixture
+def api():
+    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def db(db_url):
+    return Db(db_url)
+
+
+def start_worker(api, db_url, anvil_url, token, w3, **env) -> WorkerProcess:
+    env.setdefault("SCAN_START_BLOCK", w3.eth.block_number + 1)
+    return WorkerProcess(api, db_url, anvil_url, token.address, **env).start()
+
+
+def credited(db, user_id) -> int:
+    return db.balance(user_id) if db.value("SELECT 1 FROM users WHERE id = %s", (user_id,)) else 0
+
+
+@pytest.mark.parametrize("decimals", [6, 18])
+def test_requested_deposit_is_credited_once_after_confirmations(api, db, db_url, anvil, w3, decimals):
+    token = chaintools.deploy_token_info(w3, "Test", "TST", decimals)
+    wallet = user_with_wallet(db, USER_ID, USER_KEYS[0])
+    chaintools.mint(w3, token.address, chaintools.DEPLOYER_KEY, wallet, 1000 * 10**decimals)
+    worker = start_worker(api, db_url, anvil.url, token, w3, CONFIRMATIONS=3)
+    try:
+        amount = 50 * 10**decimals + 10**(decimals - 1)  # 50.1 tokens
+        request_id = db.value("""INSERT INTO deposits (user_id, status, requested_amount, level_version, level,
+                                 expires_at) VALUES (%s, 'PENDING', %s, 1, 1, now() + interval '1 hour')
+                                 RETURNING id""", (USER_ID, amount))
+        tx_hash = chaintools.transfer(w3, token.address, USER_KEYS[0], HOT_WALLET, amount)
+        block = w3.eth.get_transaction_receipt(tx_hash)["blockNumber"]
+        cursor = lambda: db.value("SELECT last_block FROM chain_cursor") or 0
+        wait_until(lambda: cursor() >= block - 1, 20, "the scan to reach the block before the transfer")
+        chaintools.mine(w3, 1)  # 2 confirmations: not yet
+        wait_until(lambda: cursor() >= w3.eth.block_number - 2, 20, "the scan to catch up")
+        assert credited(db, USER_ID) == 0
+        chaintools.mine(w3, 1)  # 3 confirmations
+        wait_until(lambda: credited(db, USER_ID) == amount, 20, "the deposit to be credited")
+        row = db.rows("SELECT * FROM deposits WHERE id = %s", (request_id,))[0]
+        assert row["status"] == "CONFIRMED" and row["tx_hash"] == tx_hash.lower() and row["block_number"] == block
+        told = api.wait_for(USER_ID, contains=f"#{request_id}")
+        assert told["text"] == f"Deposit #{request_id} credited: 50.1 TST. Balance: 50.1 TST."
+        chaintools.mine(w3, 5)
+        wait_until(lambda: cursor() >= w3.eth.block_number - 2, 20, "more scanning")
+        assert credited(db, USER_ID) == amount
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'deposit'") == 1
+    finally:
+        worker.stop()
+
+
+def test_unrequested_and_unattributed_transfers(api, db, db_url, anvil, w3, token6):
+    wallet = user_with_wallet(db, USER_ID, USER_KEYS[0])
+    stranger_key = USER_KEYS[1]
+    for key in (USER_KEYS[0], stranger_key):
+        chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(key), 10**9)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 7 * 10**6)
+        chaintools.transfer(w3, token6.address, stranger_key, HOT_WALLET, 3 * 10**6)
+        wait_until(lambda: db.value("SELECT count(*) FROM deposits") == 2, 20, "both transfers to be recorded")
+        assert credited(db, USER_ID) == 7 * 10**6
+        stranger = db.rows("SELECT * FROM deposits WHERE user_id IS NULL")[0]
+        assert stranger["from_address"] == chaintools.address_of(stranger_key).lower()
+        assert stranger["credited_amount"] == 3 * 10**6
+        assert db.value("SELECT count(*) FROM ledger_entries") == 1
+        assert wallet
+    finally:
+        worker.stop()
+
+
+def test_reorged_transfer_is_never_credited(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0])
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(USER_KEYS[0]), 10**9)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=3)
+    try:
+        snapshot = chaintools.snapshot(w3)
+        removed = chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 11 * 10**6)
+        chaintools.mine(w3, 1)
+        chaintools.revert(w3, snapshot)  # the block with the transfer is gone
+        kept = chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 22 * 10**6)
+        chaintools.mine(w3, 5)
+        wait_until(lambda: credited(db, USER_ID) == 22 * 10**6, 20, "the surviving transfer to be credited")
+        chaintools.mine(w3, 5)
+        wait_until(lambda: (db.value("SELECT last_block FROM chain_cursor") or 0) >= w3.eth.block_number - 2,
+                   20, "the scan to catch up")
+        hashes = [r["tx_hash"] for r in db.rows("SELECT tx_hash FROM deposits")]
+        assert hashes == [kept.lower()] and removed.lower() not in hashes
+    finally:
+        worker.stop()
+
+
+def test_withdrawal_is_sent_once_confirmed_and_user_told(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    target = chaintools.address_of(USER_KEYS[3])
+    withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                                VALUES (%s, 'APPROVED', %s, 0, %s, now()) RETURNING id""",
+                             (USER_ID, 40 * 10**6, target.lower()))
+    start_block = w3.eth.block_number
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=2)
+    try:
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "BROADCAST",
+                   20, "the withdrawal to be broadcast")
+        chaintools.mine(w3, 2)
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "CONFIRMED",
+                   20, "the withdrawal to be confirmed")
+        tx_hash = db.value("SELECT tx_hash FROM withdrawals WHERE id = %s", (withdrawal_id,))
+        told = api.wait_for(USER_ID, contains=f"#{withdrawal_id}")
+        assert tx_hash in told["text"]
+        events = [e for e in chaintools.transfer_events(w3, token6.address, start_block) if e["from"] == HOT_WALLET]
+        assert len(events) == 1 and events[0]["to"] == target and events[0]["value"] == 40 * 10**6
+        assert chaintools.balance_of(w3, token6.address, target) == 40 * 10**6
+    finally:
+        worker.stop()
+
+
+def test_reverted_withdrawal_is_refunded_once(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    chaintools.set_fail_transfers(w3, token6.address, chaintools.DEPLOYER_KEY, True)
+    db.rows("""INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
+               VALUES (%s, %s, 'withdrawal_hold', 'withdrawal:x', 'test:hold', 0)""", (USER_ID, -41 * 10**6))
+    withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                                VALUES (%s, 'APPROVED', %s, %s, %s, now()) RETURNING id""",
+                             (USER_ID, 40 * 10**6, 10**6, chaintools.address_of(USER_KEYS[3]).lower()))
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "FAILED",
+                   20, "the reverted withdrawal to fail")
+        api.wait_for(USER_ID, contains="failed on chain")
+        api.wait_for(ADMIN_ID, contains=f"#{withdrawal_id} reverted")
+        chaintools.mine(w3, 3)
+        refunds = db.rows("SELECT amount FROM ledger_entries WHERE kind = 'withdrawal_refund'")
+        assert [r["amount"] for r in refunds] == [41 * 10**6]
+        assert db.balance(USER_ID) == 100 * 10**6
+    finally:
+        worker.stop()
+        chaintools.set_fail_transfers(w3, token6.address, chaintools.DEPLOYER_KEY, False)

@@ -4,7 +4,7 @@ import logging
 
 import keyboards
 import userflows
-from db import audit, blacklist, deposits, levels, stats, system_settings, withdrawals
+from db import audit, blacklist, deposits, levels, notifications, service_status, stats, system_settings, withdrawals
 from errors import AmountError, InvalidTransition, NotFound
 from money import parse_amount
 from texts import t
@@ -298,8 +298,32 @@ def show_status(ctx, message, data) -> None:
         redis_state = t(lang, "ok") if ctx.redis.ping() else t(lang, "down")
     except Exception:
         redis_state = t(lang, "down")
-    maintenance = t(lang, "on") if ctx.settings.blockchain_maintenance_mode else t(lang, "off")
-    ctx.say(message.chat.id, lang, "admin_status", database=database, redis=redis_state, maintenance=maintenance)
+    ctx.say(message.chat.id, lang, "admin_status", database=database, redis=redis_state,
+            **chain_summary(ctx, lang))
+
+
+def chain_summary(ctx, lang: str) -> dict:
+    """Maintenance (and why), the worker's RPC breaker, hot wallet funds, queued notifications."""
+    try:
+        pause = ctx.chain_pause()
+        rpc = ctx.worker_rpc_status()
+        with ctx.transaction() as conn:
+            wallet = service_status.get(conn, "hot_wallet")
+            queued = notifications.pending_count(conn)
+    except Exception:  # /status must answer whatever is down
+        return {"maintenance": t(lang, "unknown"), "rpc": t(lang, "unknown"), "hot_wallet": t(lang, "unknown"),
+                "queued": t(lang, "unknown")}
+    if pause is None:
+        maintenance = t(lang, "off")
+    elif pause[0] == "manual":
+        maintenance = t(lang, "maintenance_manual")
+    else:
+        maintenance = t(lang, "maintenance_auto", state=pause[1])
+    rpc_text = t(lang, "unknown") if rpc is None else rpc["breaker"] + (
+        f" ({rpc['last_error']})" if rpc.get("last_error") and rpc["breaker"] != "CLOSED" else "")
+    short = wallet and wallet["status"].get("short")
+    return {"maintenance": maintenance, "rpc": rpc_text, "queued": queued,
+            "hot_wallet": t(lang, "funds_short") if short else t(lang, "ok")}
 
 
 @admin_only("unattributed")

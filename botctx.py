@@ -1,19 +1,25 @@
 """What every handler needs, in one object: settings, storage, the token, and ways to reply."""
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
 from telebot import TeleBot
 
 import tg
 from chain import TokenInfo
 from config import SettingsWatcher
-from db import users
+from db import service_status, users
 from db.pool import transaction
 from dr import DialogStore, RateLimiter
 from money import format_amount
 from texts import t
 
 log = logging.getLogger(__name__)
+
+CHAIN_STATUS_CACHE_S = 2.0
+WORKER_STATUS_FRESH_S = 60  # an older report (worker stopped) no longer pauses anything
+MANUAL, AUTOMATIC = "manual", "automatic"
 
 
 @dataclass
@@ -26,6 +32,8 @@ class Context:
     limiter: RateLimiter
     token: TokenInfo
     bot_id: int = 0
+    _chain_status: tuple = field(default=(0.0, None), repr=False)
+    _chain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def settings(self):
@@ -37,6 +45,29 @@ class Context:
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.settings.admin_ids
+
+    def chain_pause(self) -> tuple[str, str] | None:
+        """Why chain work is paused: (MANUAL, '') for BLOCKCHAIN_MAINTENANCE_MODE, (AUTOMATIC,
+        breaker state) while the worker reports its RPC breaker not CLOSED; None when it runs."""
+        if self.settings.blockchain_maintenance_mode:
+            return MANUAL, ""
+        status = self.worker_rpc_status()
+        if status and status.get("breaker") not in (None, "CLOSED"):
+            return AUTOMATIC, status["breaker"]
+        return None
+
+    def worker_rpc_status(self) -> dict | None:
+        """The worker's latest RPC report if fresh, cached for a moment (read on every /withdraw)."""
+        with self._chain_lock:
+            read_at, status = self._chain_status
+            if time.monotonic() - read_at < CHAIN_STATUS_CACHE_S:
+                return status
+            with self.transaction() as conn:
+                row = service_status.get(conn, "rpc")
+            fresh = row and row["age"].total_seconds() < WORKER_STATUS_FRESH_S
+            status = row["status"] if fresh else None
+            self._chain_status = (time.monotonic(), status)
+            return status
 
     def amount(self, units: int) -> str:
         return format_amount(int(units), self.token.decimals)

@@ -1,12 +1,14 @@
-"""Resilience pieces shared by bot and worker, and the operator CLI: python dr.py migrate|status.
+"""Resilience pieces shared by bot and worker, and the operator CLI:
+python dr.py migrate | status | recover | maintenance on|off.
 
-Here: the Redis client factory, the dialog (FSM) storage, the rate limiter.
-Later issues add the circuit breaker, PostgreSQL fallbacks, the notification queue,
-recovery routines and the commands recover, warmup and maintenance on|off.
+Here: the circuit breaker, the Redis client factory, the dialog (FSM) storage and
+the rate limiter. Still to come with the disaster-recovery issue: PostgreSQL
+fallbacks for dialogs and the Redis notification queue, and `warmup`.
 """
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -237,27 +239,110 @@ def run_migrate(settings) -> int:
 
 
 def run_status(settings) -> int:
-    """Print the schema state; later issues add breakers, queues and maintenance."""
+    """Print what an operator needs after an incident; exit 1 when something needs attention."""
     try:
         migrations = migrate.discover()
         with connect(settings, "dr-status", autocommit=True) as conn:
             missing = migrate.pending(conn, migrations)
+            report = status_report(conn)
     except (MigrationError, DatabaseError) as exc:
         print(f"database: PROBLEM: {exc}")
         return 1
-    state = "current" if not missing else f"{len(missing)} pending migrations"
-    print(f"database: ok, schema {state}")
-    return 0 if not missing else 1
+    print(f"database: ok, schema {'current' if not missing else f'{len(missing)} pending migrations'}")
+    print(f"maintenance (BLOCKCHAIN_MAINTENANCE_MODE): {'on' if settings.blockchain_maintenance_mode else 'off'}")
+    for line in report["lines"]:
+        print(line)
+    return 0 if not missing and report["healthy"] else 1
 
 
-COMMANDS = {"migrate": run_migrate, "status": run_status}
+def status_report(conn) -> dict:
+    """Lines about the worker's RPC view, money in flight and queues, from the database alone."""
+    from db import notifications, service_status, stats
+    lines, healthy = [], True
+    rpc = service_status.get(conn, "rpc")
+    if rpc is None:
+        lines.append("rpc (worker): no report yet (is worker.py running?)")
+        healthy = False
+    else:
+        status, age = rpc["status"], int(rpc["age"].total_seconds())
+        healthy &= status.get("breaker") == "CLOSED" and age < 60
+        detail = f" ({status['last_error']})" if status.get("last_error") and status.get("breaker") != "CLOSED" else ""
+        lines.append(f"rpc (worker): breaker {status.get('breaker')}{detail}, reported {age} s ago")
+        if status.get("scan_problem"):
+            lines.append(f"deposit scan: PROBLEM: {status['scan_problem']}")
+            healthy = False
+    wallet = service_status.get(conn, "hot_wallet")
+    if wallet and wallet["status"].get("short"):
+        lines.append(f"hot wallet: SHORT of funds for withdrawal #{wallet['status'].get('withdrawal')}")
+        healthy = False
+    summary = stats.summary(conn)
+    lines.append("deposits: " + (", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or "none"))
+    lines.append("withdrawals: " + (", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or "none"))
+    lines.append(f"notifications waiting: {notifications.pending_count(conn)}")
+    return {"lines": lines, "healthy": healthy}
+
+
+def run_maintenance(settings, mode: str) -> int:
+    """Switch BLOCKCHAIN_MAINTENANCE_MODE in the .env file; running processes follow within seconds."""
+    path = settings.source_file
+    value = "true" if mode == "on" else "false"
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line for line in lines if not line.strip().startswith("BLOCKCHAIN_MAINTENANCE_MODE=")]
+    kept.append(f"BLOCKCHAIN_MAINTENANCE_MODE={value}")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(kept) + "\n")
+    temporary.replace(path)  # atomic: a process never reads half a file
+    print(f"{path}: BLOCKCHAIN_MAINTENANCE_MODE={value}; bot and worker pick it up within 5 s")
+    if "BLOCKCHAIN_MAINTENANCE_MODE" in os.environ:
+        print("warning: BLOCKCHAIN_MAINTENANCE_MODE is also set in the environment, which wins over .env")
+    return 0
+
+
+def run_recover(settings) -> int:
+    """Finish what outages left: scan to the head, reopen unmatched outage deposits, settle withdrawals.
+
+    Uses the worker's own jobs (imported here, not at module level, so the resilience
+    layer does not depend on the job modules).
+    """
+    import monitor
+    import sender
+    import worker
+    if settings.blockchain_maintenance_mode:
+        boot.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
+    boot.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
+    wctx = worker.build_context(settings, "dr-recover")
+    try:
+        deposit_monitor = monitor.DepositMonitor(wctx)
+        recorded = deposit_monitor.scan()
+        reopened = monitor.finish_network_recovery(wctx, deposit_monitor)
+        withdrawal_sender = sender.WithdrawalSender(wctx)
+        withdrawal_sender.rebroadcast_signed()
+        settled = sender.reconcile(wctx)
+    except BreakerOpen as exc:
+        boot.fail(f"recover: the RPC is unavailable ({exc}); nothing was changed beyond what is committed")
+    except Exception as exc:
+        log.exception("recover failed")
+        boot.fail(f"recover: stopped by {type(exc).__name__}: {exc}; run it again once the cause is fixed")
+    finally:
+        wctx.pool.close()
+    print(f"recover: {recorded} transfer(s) recorded, {reopened} outage deposit request(s) reopened, "
+          f"{settled} withdrawal(s) settled")
+    return 0
+
+
+COMMANDS = {"migrate": run_migrate, "status": run_status, "recover": run_recover, "maintenance": run_maintenance}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dr.py", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("mode", nargs="?", choices=("on", "off"), help="for maintenance: on or off")
     args = parser.parse_args(argv)
+    if (args.command == "maintenance") != (args.mode is not None):
+        parser.error("maintenance takes on|off; other commands take no argument")
     settings = boot.settings_or_exit("DATABASE_URL")
+    if args.command == "maintenance":
+        return run_maintenance(settings, args.mode)
     return COMMANDS[args.command](settings)
 
 

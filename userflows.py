@@ -180,7 +180,7 @@ def create_deposit(ctx, chat_id: int, user: dict, lang_code: str, text: str, cho
         ctx.say(chat_id, lang_code, "bad_amount", reason=str(exc))
         return False
     settings = ctx.settings
-    status = deposits.PENDING_NETWORK_RECOVERY if settings.blockchain_maintenance_mode else deposits.PENDING
+    status = deposits.PENDING_NETWORK_RECOVERY if ctx.chain_pause() else deposits.PENDING
     with ctx.transaction() as conn:
         current = levels.current(conn)
         level = levels.level_for(current, amount, decimals)
@@ -269,7 +269,7 @@ def withdraw(ctx, message, data) -> None:
 
 
 def withdrawals_paused(ctx) -> bool:
-    return ctx.settings.blockchain_maintenance_mode
+    return ctx.chain_pause() is not None
 
 
 def ask_withdraw_amount(ctx, chat_id: int, user: dict, lang_code: str) -> None:

@@ -115,22 +115,29 @@ def run_loop(scheduler: schedule.Scheduler, stop: threading.Event) -> None:
         stop.wait(LOOP_SLEEP_S)
 
 
-def main() -> int:
-    settings = boot.settings_or_exit("DATABASE_URL")
-    boot.schema_current_or_exit(settings, "worker")
-    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
-    pool = open_pool(settings, "worker")
-    token = boot.load_token_info(settings, pool, "worker")
+def build_context(settings, application_name: str) -> WorkerContext:
+    """Pool, token, breaker-guarded chain and Bot API client, as the jobs need them."""
+    pool = open_pool(settings, application_name)
+    token = boot.load_token_info(settings, pool, application_name)
     breaker = CircuitBreaker("rpc", settings.breaker_failures, settings.breaker_reset_s,
                              is_failure=chain.is_transport_failure)
     node = chain.Chain(chain.connect(settings), breaker, token_address=settings.token_address,
                        deposit_address=settings.deposit_address, chain_id=settings.chain_id,
                        hot_wallet_key=settings.hot_wallet_private_key.reveal())
     tg.configure(settings.telegram_api_url)
-    stop = threading.Event()
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
-    wctx = WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=stop,
+    return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
                          bot=TeleBot(settings.bot_token.reveal(), threaded=False))
+
+
+def main() -> int:
+    settings = boot.settings_or_exit("DATABASE_URL")
+    boot.schema_current_or_exit(settings, "worker")
+    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
+    wctx = build_context(settings, "worker")
+    stop = wctx.stop
+    node = wctx.chain
+    token = wctx.token
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = schedule.Scheduler()
@@ -139,7 +146,7 @@ def main() -> int:
              settings.deposit_address, node.hot_wallet)
     run_loop(scheduler, stop)
     log.info("worker stopped")
-    pool.close()
+    wctx.pool.close()
     return 0
 
 

@@ -1,0 +1,118 @@
+"""Bot and worker together, and the operator's CLI: automatic maintenance, dr.py status/maintenance/recover."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack import chaintools
+from devstack.procs import wait_until
+from devstack.tcpproxy import TcpProxy
+from devstack.telegram_api import BotApiStandIn
+from tests.botharness import ADMIN_ID, BotProcess, Db
+from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess
+from tests.test_bot_flows import Chat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def api():
+    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
+        yield stand_in
+
+
+def dr(database_url: str, *args: str, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "ENV_FILE": "/nonexistent/.env", "DATABASE_URL": database_url,
+               **{key: str(value) for key, value in env.items()}}
+    return subprocess.run([sys.executable, "dr.py", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_rpc_outage_pauses_withdrawals_automatically_and_recovery_completes_deposits(
+        api, db_url, anvil, w3, token6, redis_server):
+    db = Db(db_url)
+    proxy = TcpProxy(target_port=anvil.port).start()
+    worker = WorkerProcess(api, db_url, proxy.url, token6.address, CONFIRMATIONS=1,
+                           SCAN_START_BLOCK=w3.eth.block_number + 1).start()
+    bot = BotProcess(api, db_url, redis_server.url(9), RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address,
+                     DEPOSIT_ADDRESS=HOT_WALLET).start()
+    try:
+        chat = Chat(api)
+        chat.send("/start", contains="Welcome")
+        wallet = chaintools.address_of(USER_KEYS[4])
+        chat.send(f"/wallet {wallet}", contains="Wallet bound")
+        chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, wallet, 10**9)
+        chaintools.transfer(w3, token6.address, USER_KEYS[4], HOT_WALLET, 30 * 10**6)  # unrequested deposit
+        wait_until(lambda: db.balance(chat.id) == 30 * 10**6, 20, "the first deposit")
+        assert "Confirm?" in chat.send("/withdraw 5")["text"]
+
+        proxy.cut()
+        breaker = lambda: db.value("SELECT status->>'breaker' FROM service_status WHERE name = 'rpc'")
+        wait_until(lambda: breaker() in ("OPEN", "HALF_OPEN"), 20, "the worker's breaker to open")
+        wait_until(lambda: "temporarily unavailable" in chat.send("/withdraw 5")["text"], 10,
+                   "the bot to pause withdrawals")
+        status = Chat(api, ADMIN_ID).send("/status")["text"]
+        assert "automatic" in status and "RPC (worker): " in status
+        reply = chat.send("/deposit 20")["text"]
+        assert "under maintenance" in reply
+        request_id = int(reply.split("#")[1].split(":")[0])
+        chaintools.transfer(w3, token6.address, USER_KEYS[4], HOT_WALLET, 20 * 10**6)  # made during the outage
+        assert db.value("SELECT status FROM deposits WHERE id = %s", (request_id,)) == "PENDING_NETWORK_RECOVERY"
+
+        proxy.restore()
+        wait_until(lambda: db.value("SELECT status FROM deposits WHERE id = %s", (request_id,)) == "CONFIRMED",
+                   30, "the outage deposit to be found and confirmed")
+        assert db.balance(chat.id) == 50 * 10**6
+        api.wait_for(chat.id, contains=f"Deposit #{request_id} credited")
+        wait_until(lambda: "Confirm?" in chat.send("/withdraw 5")["text"], 15, "withdrawals to resume")
+        assert api.rejections == []
+    finally:
+        bot.stop()
+        worker.stop()
+        proxy.stop()
+
+
+def test_dr_maintenance_edits_env_and_status_reports(tmp_path, db_url):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# operator settings\nDEFAULT_LANGUAGE=ru\nBLOCKCHAIN_MAINTENANCE_MODE=false\n")
+    on = dr(db_url, "maintenance", "on", ENV_FILE=env_file)
+    assert on.returncode == 0, on.stderr
+    assert env_file.read_text().splitlines() == ["# operator settings", "DEFAULT_LANGUAGE=ru",
+                                                 "BLOCKCHAIN_MAINTENANCE_MODE=true"]
+    status = dr(db_url, "status", ENV_FILE=env_file)
+    assert "maintenance (BLOCKCHAIN_MAINTENANCE_MODE): on" in status.stdout
+    assert "no report yet" in status.stdout and status.returncode == 1  # no worker has reported
+    assert dr(db_url, "maintenance", "off", ENV_FILE=env_file).returncode == 0
+    assert "BLOCKCHAIN_MAINTENANCE_MODE=false" in env_file.read_text()
+    assert dr(db_url, "maintenance").returncode == 2
+    refused = dr(db_url, "recover", ENV_FILE=env_file, BLOCKCHAIN_MAINTENANCE_MODE="true")
+    assert refused.returncode == 1 and "maintenance off" in refused.stderr
+
+
+def test_dr_recover_finishes_outage_work_without_the_worker(api, db_url, anvil, w3, token6):
+    db = Db(db_url)
+    wallet = chaintools.address_of(USER_KEYS[5])
+    db.rows("INSERT INTO users (id, language, wallet_address) VALUES (7001, 'en', %s)", (wallet.lower(),))
+    start = w3.eth.block_number + 1
+    db.rows("INSERT INTO chain_cursor (stream, last_block) VALUES (%s, %s)",
+            (f"deposits:{token6.address}:{HOT_WALLET}".lower(), start - 1))
+    found = db.value("""INSERT INTO deposits (user_id, status, requested_amount, level_version, level)
+                        VALUES (7001, 'PENDING_NETWORK_RECOVERY', %s, 1, 1) RETURNING id""", (15 * 10**6,))
+    missing = db.value("""INSERT INTO deposits (user_id, status, requested_amount, level_version, level)
+                          VALUES (7001, 'PENDING_NETWORK_RECOVERY', %s, 1, 1) RETURNING id""", (16 * 10**6,))
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, wallet, 10**9)
+    chaintools.transfer(w3, token6.address, USER_KEYS[5], HOT_WALLET, 15 * 10**6)
+    result = dr(db_url, "recover", RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address, CONFIRMATIONS=1,
+                HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value",
+                TELEGRAM_API_URL=api.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 transfer(s) recorded, 1 outage deposit request(s) reopened" in result.stdout
+    assert db.value("SELECT status FROM deposits WHERE id = %s", (found,)) == "CONFIRMED"
+    assert db.value("SELECT status FROM deposits WHERE id = %s", (missing,)) == "PENDING"
+    assert db.balance(7001) == 15 * 10**6
+    assert db.value("SELECT count(*) FROM notification_queue_fallback WHERE status = 'PENDING'") == 1
+    again = dr(db_url, "recover", RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address, CONFIRMATIONS=1,
+               HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value", TELEGRAM_API_URL=api.url)
+    assert "0 transfer(s) recorded, 0 outage" in again.stdout and db.balance(7001) == 15 * 10**6

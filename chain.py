@@ -32,7 +32,9 @@ ERC20_ABI = [
 TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
 WITHDRAWAL_GAS_LIMIT = 100_000  # an ERC-20 transfer needs ~35-55k; fixed so signing needs no estimate
 RANGE_REFUSED_HINTS = ("range", "too many", "limit", "exceed", "10000", "response size")
-ALREADY_KNOWN_HINTS = ("already known", "nonce too low", "known transaction", "already imported")
+ALREADY_KNOWN_HINTS = ("already known", "known transaction", "already imported")
+NONCE_TOO_LOW_HINTS = ("nonce too low", "nonce is too low", "invalid nonce")
+SENT, ALREADY_KNOWN, NONCE_USED = "sent", "already known", "nonce used"
 
 
 class RpcUnavailable(Exception):
@@ -160,15 +162,19 @@ class Chain:
         signed = self._account.sign_transaction(tx)
         return SignedTransfer(_hex(signed.hash), bytes(signed.raw_transaction), nonce)
 
-    def send_raw(self, raw: bytes) -> bool:
-        """Broadcast signed bytes; False when the node says it already has them (or their nonce is used)."""
+    def send_raw(self, raw: bytes) -> str:
+        """Broadcast signed bytes: SENT, ALREADY_KNOWN (the node has them), or NONCE_USED (the
+        nonce is spent: by these very bytes if they were mined, otherwise by another transaction)."""
         try:
             self._rpc(self.w3.eth.send_raw_transaction, raw)
         except Web3RPCError as exc:
-            if any(hint in str(exc).lower() for hint in ALREADY_KNOWN_HINTS):
-                return False
+            message = str(exc).lower()
+            if any(hint in message for hint in ALREADY_KNOWN_HINTS):
+                return ALREADY_KNOWN
+            if any(hint in message for hint in NONCE_TOO_LOW_HINTS):
+                return NONCE_USED
             raise
-        return True
+        return SENT
 
     def gas_cost(self, gas_price: int) -> int:
         return WITHDRAWAL_GAS_LIMIT * gas_price

@@ -8,6 +8,7 @@ bytes are sent again; a second transaction is never signed for the same withdraw
 import logging
 import time
 
+from chain import NONCE_USED
 from db import notifications, service_status, withdrawals
 from errors import InvalidTransition
 
@@ -53,10 +54,11 @@ class WithdrawalSender:
         return 1
 
     def _broadcast(self, withdrawal_id: int, raw: bytes) -> None:
-        fresh = self.wctx.chain.send_raw(raw)
+        """Send, then record BROADCAST; whether the nonce was free is settled by the reconciler."""
+        outcome = self.wctx.chain.send_raw(raw)
         with self.wctx.transaction() as conn:
             withdrawals.mark_broadcast(conn, withdrawal_id)
-        log.info("withdrawal #%s broadcast%s", withdrawal_id, "" if fresh else " (the node already had it)")
+        log.info("withdrawal #%s broadcast (%s)", withdrawal_id, outcome)
 
     def _hot_wallet_covers(self, row: dict, gas_price: int) -> bool:
         """Token balance for the amount and native balance for gas; otherwise alert admins, wait."""
@@ -102,9 +104,7 @@ def reconcile(wctx) -> int:
         receipt = chain.receipt(row["tx_hash"])
         if receipt is None:
             if not chain.transaction_known(row["tx_hash"]):
-                log.warning("withdrawal #%s: node does not know tx %s; re-sending the same bytes",
-                            row["id"], row["tx_hash"])
-                chain.send_raw(bytes(row["raw_tx"]))
+                resend_forgotten(wctx, row)
             continue
         if head - receipt["blockNumber"] + 1 < wctx.settings.confirmations:
             continue
@@ -113,7 +113,23 @@ def reconcile(wctx) -> int:
     return settled
 
 
-def settle(wctx, row: dict, succeeded: bool) -> None:
+def resend_forgotten(wctx, row: dict) -> None:
+    """The node lost our transaction (restart, mempool eviction): send the same bytes again.
+
+    If the node says the nonce is spent while our hash has no receipt, another
+    transaction from the hot wallet took that nonce: ours can never be mined, so the
+    withdrawal fails with its refund and admins are told to look at the wallet.
+    """
+    chain = wctx.chain
+    log.warning("withdrawal #%s: node does not know tx %s; re-sending the same bytes", row["id"], row["tx_hash"])
+    if chain.send_raw(bytes(row["raw_tx"])) != NONCE_USED or chain.receipt(row["tx_hash"]) is not None:
+        return
+    log.error("withdrawal #%s: nonce %s was used by another transaction from the hot wallet; refunding",
+              row["id"], row["nonce"])
+    settle(wctx, row, succeeded=False, reason=f"nonce {row['nonce']} used by another transaction")
+
+
+def settle(wctx, row: dict, succeeded: bool, reason: str = "transaction reverted on chain") -> None:
     """CONFIRMED (user told, with the full hash) or FAILED (refunded once, user and admins told)."""
     amount = wctx.amount(row["amount"])
     symbol = wctx.token.symbol
@@ -125,7 +141,7 @@ def settle(wctx, row: dict, succeeded: bool) -> None:
                                       {"id": row["id"], "amount": amount, "symbol": symbol, "tx_hash": row["tx_hash"]},
                                       f"withdrawal-confirmed:{row['id']}")
             return
-        change = withdrawals.fail(conn, row["id"], "transaction reverted on chain")
+        change = withdrawals.fail(conn, row["id"], reason)
         if not change.changed:
             return
         notifications.enqueue(conn, row["user_id"], "notify_withdrawal_failed",
@@ -134,6 +150,7 @@ def settle(wctx, row: dict, succeeded: bool) -> None:
                               f"withdrawal-failed:{row['id']}")
         for admin_id in wctx.settings.admin_ids:
             notifications.enqueue(conn, admin_id, "admin_withdrawal_failed",
-                                  {"id": row["id"], "tx_hash": row["tx_hash"], "user_id": row["user_id"]},
+                                  {"id": row["id"], "tx_hash": row["tx_hash"], "user_id": row["user_id"],
+                                   "reason": reason},
                                   f"withdrawal-failed:{row['id']}:admin:{admin_id}")
-    log.warning("withdrawal #%s reverted on chain; refunded", row["id"])
+    log.warning("withdrawal #%s failed (%s); refunded", row["id"], reason)

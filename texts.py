@@ -219,8 +219,8 @@ CATALOG = {
         "ru": "Вывод #{id} на {amount} {symbol} не прошёл в сети; {total} {symbol} возвращены на баланс.",
     },
     "admin_withdrawal_failed": {
-        "en": "Withdrawal #{id} reverted on chain (tx {tx_hash}) and was refunded to user {user_id}.",
-        "ru": "Вывод #{id} отклонён сетью (транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
+        "en": "Withdrawal #{id} failed on chain ({reason}; tx {tx_hash}) and was refunded to user {user_id}.",
+        "ru": "Вывод #{id} не прошёл в сети ({reason}; транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
     },
     "admin_low_funds": {
         "en": ("The hot wallet {address} cannot pay withdrawal #{id}: it has {token_balance} {symbol} and "

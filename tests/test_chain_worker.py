@@ -1,5 +1,6 @@
 """worker.py against a real anvil: deposits credited once, withdrawals sent once, reverts refunded once."""
 import pytest
+from web3.exceptions import TransactionNotFound
 
 from devstack import chaintools
 from devstack.procs import wait_until
@@ -142,7 +143,7 @@ def test_reverted_withdrawal_is_refunded_once(api, db, db_url, anvil, w3, token6
         wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "FAILED",
                    20, "the reverted withdrawal to fail")
         api.wait_for(USER_ID, contains="failed on chain")
-        api.wait_for(ADMIN_ID, contains=f"#{withdrawal_id} reverted")
+        api.wait_for(ADMIN_ID, contains=f"#{withdrawal_id} failed on chain (transaction reverted")
         chaintools.mine(w3, 3)
         refunds = db.rows("SELECT amount FROM ledger_entries WHERE kind = 'withdrawal_refund'")
         assert [r["amount"] for r in refunds] == [41 * 10**6]
@@ -150,3 +151,44 @@ def test_reverted_withdrawal_is_refunded_once(api, db, db_url, anvil, w3, token6
     finally:
         worker.stop()
         chaintools.set_fail_transfers(w3, token6.address, chaintools.DEPLOYER_KEY, False)
+
+
+def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_url, anvil, w3, token6):
+    """A crash left the withdrawal SIGNED; meanwhile someone spent that nonce from the hot wallet."""
+    from chain import Chain
+    from db import withdrawals
+    from db.pool import configure_connection
+    from dr import CircuitBreaker
+    import psycopg
+    from psycopg.rows import dict_row
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                                VALUES (%s, 'APPROVED', %s, 0, %s, now()) RETURNING id""",
+                             (USER_ID, 10 * 10**6, chaintools.address_of(USER_KEYS[3]).lower()))
+    db.rows("""INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
+               VALUES (%s, %s, 'withdrawal_hold', 'x', 'test:hold:nonce', 0)""", (USER_ID, -10 * 10**6))
+    node = Chain(w3, CircuitBreaker("rpc", 3, 1), token_address=token6.address, deposit_address=HOT_WALLET,
+                 chain_id=31337, hot_wallet_key=HOT_WALLET_KEY)
+    nonce = w3.eth.get_transaction_count(HOT_WALLET, "pending")
+    signed = node.sign_transfer(chaintools.address_of(USER_KEYS[3]), 10 * 10**6, nonce, w3.eth.gas_price)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        configure_connection(conn)
+        withdrawals.mark_signed(conn, withdrawal_id, nonce=nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw)
+    chaintools.fund_eth(w3, HOT_WALLET, 10**21)
+    chaintools.transfer(w3, token6.address, HOT_WALLET_KEY, chaintools.address_of(USER_KEYS[4]), 1)  # takes the nonce
+    start_block = w3.eth.block_number
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "FAILED",
+                   20, "the withdrawal whose nonce was taken to fail")
+        api.wait_for(ADMIN_ID, contains=f"nonce {nonce} used by another transaction")
+        chaintools.mine(w3, 3)
+        assert db.balance(USER_ID) == 100 * 10**6
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 1
+        with pytest.raises(TransactionNotFound):  # our signed bytes never made it into a block
+            w3.eth.get_transaction_receipt(signed.tx_hash)
+        sent = [e for e in chaintools.transfer_events(w3, token6.address, start_block + 1) if e["from"] == HOT_WALLET]
+        assert sent == []
+    finally:
+        worker.stop()

@@ -3,6 +3,7 @@ import functools
 import logging
 
 import keyboards
+import notifier
 import userflows
 from db import audit, blacklist, deposits, levels, notifications, service_status, stats, system_settings, withdrawals
 from errors import AmountError, InvalidTransition, NotFound
@@ -106,48 +107,48 @@ def reject_pressed(ctx, call, data, withdrawal_id: str) -> None:
 
 
 def approve_withdrawal(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int) -> None:
-    try:
-        with ctx.transaction() as conn:
-            change = withdrawals.approve(conn, withdrawal_id, admin_id)
-            if change.changed:
-                audit.record(conn, actor_id=admin_id, action="approve", target_user_id=change.withdrawal["user_id"],
-                             details={"withdrawal": withdrawal_id})
-    except NotFound:
-        ctx.say(chat_id, lang, "admin_not_found", id=withdrawal_id)
-        return
-    except InvalidTransition:
-        _report_state(ctx, chat_id, lang, withdrawal_id)
-        return
-    row = change.withdrawal
-    if not change.changed:
-        ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
-        return
-    ctx.say(chat_id, lang, "admin_approved", id=withdrawal_id)
-    ctx.notify(row["user_id"], "notify_withdrawal_approved", id=withdrawal_id, amount=ctx.amount(row["amount"]))
+    decide(ctx, chat_id, admin_id, lang, withdrawal_id, "approve",
+           lambda conn: withdrawals.approve(conn, withdrawal_id, admin_id),
+           lambda row: ("notify_withdrawal_approved", {}))
 
 
 def reject_withdrawal(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, reason: str | None) -> None:
+    decide(ctx, chat_id, admin_id, lang, withdrawal_id, "reject",
+           lambda conn: withdrawals.reject(conn, withdrawal_id, admin_id, reason),
+           lambda row: ("notify_withdrawal_rejected" if reason else "notify_withdrawal_rejected_no_reason",
+                        {"total": ctx.amount(row["amount"] + row["fee"]), "reason": reason}),
+           reason=reason)
+
+
+DONE_KEYS = {"approve": "admin_approved", "reject": "admin_rejected"}
+
+
+def decide(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, action: str, change_state,
+           user_message, reason: str | None = None) -> None:
+    """Apply an admin decision, audit it and queue the user's notice in one transaction; then report."""
     try:
         with ctx.transaction() as conn:
-            change = withdrawals.reject(conn, withdrawal_id, admin_id, reason)
+            change = change_state(conn)
+            row, notice = change.withdrawal, None
             if change.changed:
-                audit.record(conn, actor_id=admin_id, action="reject", target_user_id=change.withdrawal["user_id"],
+                audit.record(conn, actor_id=admin_id, action=action, target_user_id=row["user_id"],
                              details={"withdrawal": withdrawal_id, "reason": reason})
+                key, values = user_message(row)
+                notice = notifications.enqueue(
+                    conn, row["user_id"], key,
+                    {"id": withdrawal_id, "amount": ctx.amount(row["amount"]), "symbol": ctx.token.symbol, **values},
+                    f"withdrawal-{action}:{withdrawal_id}")
     except NotFound:
         ctx.say(chat_id, lang, "admin_not_found", id=withdrawal_id)
         return
     except InvalidTransition:
         _report_state(ctx, chat_id, lang, withdrawal_id)
         return
-    row = change.withdrawal
     if not change.changed:
         ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
         return
-    ctx.say(chat_id, lang, "admin_rejected", id=withdrawal_id)
-    user_lang = ctx.language_of(row["user_id"])
-    ctx.say(row["user_id"], user_lang, "notify_withdrawal_rejected", id=withdrawal_id,
-            amount=ctx.amount(row["amount"]), total=ctx.amount(row["amount"] + row["fee"]),
-            symbol=ctx.token.symbol, reason=reason or t(user_lang, "no_reason"))
+    ctx.say(chat_id, lang, DONE_KEYS[action], id=withdrawal_id)
+    notifier.deliver(ctx, [notice])
 
 
 def _report_state(ctx, chat_id: int, lang: str, withdrawal_id: int) -> None:

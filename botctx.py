@@ -108,15 +108,6 @@ class Context:
         except tg.SendFailed as exc:
             log.info("answerCallbackQuery failed: %s", exc)
 
-    def language_of(self, user_id: int) -> str:
-        with self.transaction() as conn:
-            user = users.get(conn, user_id)
-        return user["language"] if user else self.settings.default_language
-
-    def notify(self, user_id: int, key: str, markup=None, **values) -> None:
-        """Tell a user about something that happened to their money, in their language."""
-        self.say(user_id, self.language_of(user_id), key, markup, symbol=self.token.symbol, **values)
-
     def _mark_blocked(self, chat_id: int) -> None:
         try:
             with self.transaction() as conn:

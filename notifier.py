@@ -10,13 +10,20 @@ log = logging.getLogger(__name__)
 BATCH = 20
 
 
-def deliver(wctx) -> int:
-    """Send due notifications; a transient failure retries later, a permanent one is recorded."""
+def deliver(wctx, ids: list[int] | None = None, stopping=lambda: False) -> int:
+    """Send due notifications (only `ids`, if given); a transient failure retries later.
+
+    The bot calls this right after committing an event, so users hear at once; the
+    worker calls it on a schedule and picks up whatever that first attempt left.
+    """
+    ids = [i for i in ids if i is not None] if ids is not None else None
+    if ids == []:
+        return 0
     with wctx.transaction() as conn:
-        batch = notifications.claim(conn, BATCH)
+        batch = notifications.claim(conn, BATCH, ids=ids)
     sent = 0
     for row in batch:
-        if wctx.stopping():
+        if stopping():
             break  # unsent rows come back when their lease ends
         sent += _deliver_one(wctx, row)
     return sent

@@ -228,7 +228,10 @@ CATALOG = {
         "ru": ("Горячий кошелёк {address} не может оплатить вывод #{id}: на нём {token_balance} {symbol} и "
                "{native_balance} wei на газ. Одобренные выводы ждут пополнения."),
     },
-    "no_reason": {"en": "no reason given", "ru": "причина не указана"},
+    "notify_withdrawal_rejected_no_reason": {
+        "en": "Withdrawal #{id} of {amount} {symbol} was rejected. {total} {symbol} returned to your balance.",
+        "ru": "Вывод #{id} на {amount} {symbol} отклонён. {total} {symbol} возвращены на баланс.",
+    },
     # --- statuses
     "status_PENDING": {"en": "waiting for the transfer", "ru": "ожидает перевода"},
     "status_PENDING_NETWORK_RECOVERY": {"en": "waiting for the network", "ru": "ожидает восстановления сети"},

@@ -100,7 +100,7 @@ def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
         ("network_recovery", every, lambda: monitor.finish_network_recovery(wctx, deposit_monitor), True),
         ("send_withdrawals", every, withdrawal_sender.run, True),
         ("reconcile_withdrawals", every, lambda: sender.reconcile(wctx), True),
-        ("deliver_notifications", every, lambda: notifier.deliver(wctx), False),
+        ("deliver_notifications", every, lambda: notifier.deliver(wctx, stopping=wctx.stopping), False),
         ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: monitor.expire_requests(wctx), False),
         ("report_status", STATUS_INTERVAL_S, lambda: report_status(wctx, deposit_monitor, withdrawal_sender), False),
     ]

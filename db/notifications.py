@@ -14,10 +14,11 @@ INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key) VALU
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
 """
 SQL_CLAIM = """
-UPDATE notification_queue_fallback SET next_attempt_at = now() + make_interval(secs => %s)
+UPDATE notification_queue_fallback SET next_attempt_at = now() + make_interval(secs => %(lease)s)
 WHERE id IN (SELECT id FROM notification_queue_fallback
              WHERE status = 'PENDING' AND next_attempt_at <= now()
-             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+               AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+             ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING *
 """
 SQL_SENT = "UPDATE notification_queue_fallback SET status = 'SENT', processed_at = now() WHERE id = %s"
@@ -32,19 +33,21 @@ WHERE id = %(id)s
 SQL_PENDING_COUNT = "SELECT count(*) AS n FROM notification_queue_fallback WHERE status = 'PENDING'"
 
 
-def enqueue(conn, chat_id: int, text_key: str, values: dict, idempotency_key: str) -> bool:
-    """Queue a message; False if this event was queued before."""
+def enqueue(conn, chat_id: int, text_key: str, values: dict, idempotency_key: str) -> int | None:
+    """Queue a message; its id, or None if this event was queued before."""
     payload = {"text": text_key, "values": values}
-    return conn.execute(SQL_ENQUEUE, (chat_id, Jsonb(payload), idempotency_key)).fetchone() is not None
+    row = conn.execute(SQL_ENQUEUE, (chat_id, Jsonb(payload), idempotency_key)).fetchone()
+    return row["id"] if row else None
 
 
-def claim(conn, limit: int = 20, lease_s: int = 60) -> list[dict]:
-    """Take due rows for `lease_s` seconds: send them after commit, then mark them.
+def claim(conn, limit: int = 20, lease_s: int = 60, ids: list[int] | None = None) -> list[dict]:
+    """Take due rows (only `ids`, if given) for `lease_s` seconds: send after commit, then mark them.
 
     Sending happens outside any transaction; a deliverer that dies mid-way leaves its
     rows to be retried when the lease ends (at least once: Telegram has no idempotency).
     """
-    return sorted(conn.execute(SQL_CLAIM, (lease_s, limit)).fetchall(), key=lambda row: row["id"])
+    rows = conn.execute(SQL_CLAIM, {"lease": lease_s, "limit": limit, "ids": ids}).fetchall()
+    return sorted(rows, key=lambda row: row["id"])
 
 
 def mark_sent(conn, notification_id: int) -> None:

@@ -29,32 +29,33 @@ def seed_token_cache(database_url: str, symbol: str = SYMBOL, decimals: int = DE
                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""", (value,))
 
 
-class BotProcess:
-    """python bot.py with its output in a log file; start() returns once it long-polls."""
+class ProgramProcess:
+    """One of our entry points as a subprocess, its output in a log file; subclasses say when it is up."""
 
-    def __init__(self, api, database_url: str, redis_url: str, **env):
-        self.api = api
-        self.env = {
-            **os.environ, "ENV_FILE": "/nonexistent/.env", "BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": api.url,
-            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "TOKEN_ADDRESS": TOKEN_ADDRESS,
-            "DEPOSIT_ADDRESS": DEPOSIT_ADDRESS, "ADMIN_IDS": str(ADMIN_ID),
-            "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1",
-            "TELEGRAM_POLL_TIMEOUT_S": "2", "RATE_LIMIT_UPDATES": "1000", "DB_POOL_TIMEOUT_S": "2",
-            "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "3",
-            **{key: str(value) for key, value in env.items()},
-        }
-        self.log_path = Path(tempfile.mkstemp(prefix="bot-", suffix=".log")[1])
+    script = ""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{Path(self.script).stem}-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "BotProcess":
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self):
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=self.env,
+            self.process = subprocess.Popen([sys.executable, str(ROOT / self.script)], cwd=ROOT, env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT)
-        procs.wait_until(lambda: self.api.waiting_polls > 0 or self.process.poll() is not None, 30,
-                         "bot.py to start polling")
+        procs.wait_until(lambda: self.ready() or self.process.poll() is not None, 30, f"{self.script} to start")
         if self.process.poll() is not None:
-            raise AssertionError(f"bot.py exited with {self.process.returncode}:\n{self.log()}")
+            raise AssertionError(f"{self.script} exited with {self.process.returncode}:\n{self.log()}")
         return self
+
+    def kill(self) -> None:
+        """kill -9: no chance to finish anything."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
 
     def stop(self) -> int:
         if self.process and self.process.poll() is None:
@@ -68,6 +69,27 @@ class BotProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class BotProcess(ProgramProcess):
+    """python bot.py; started once it long-polls the stand-in."""
+
+    script = "bot.py"
+
+    def __init__(self, api, database_url: str, redis_url: str, **env):
+        self.api = api
+        super().__init__({
+            **os.environ, "ENV_FILE": "/nonexistent/.env", "BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": api.url,
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "TOKEN_ADDRESS": TOKEN_ADDRESS,
+            "DEPOSIT_ADDRESS": DEPOSIT_ADDRESS, "ADMIN_IDS": str(ADMIN_ID),
+            "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1",
+            "TELEGRAM_POLL_TIMEOUT_S": "2", "RATE_LIMIT_UPDATES": "1000", "DB_POOL_TIMEOUT_S": "2",
+            "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "3",
+            **{key: str(value) for key, value in env.items()},
+        })
+
+    def ready(self) -> bool:
+        return self.api.waiting_polls > 0
 
 
 class Db:

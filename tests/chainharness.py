@@ -1,25 +1,22 @@
 """Run worker.py as a real subprocess against anvil, PostgreSQL and the Bot API stand-in."""
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
-from devstack import chaintools, procs
-from tests.botharness import ADMIN_ID, BOT_TOKEN, Db
+from devstack import chaintools
+from tests.botharness import ADMIN_ID, BOT_TOKEN, Db, ProgramProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 HOT_WALLET_KEY = chaintools.DEV_PRIVATE_KEYS[1]
 HOT_WALLET = chaintools.address_of(HOT_WALLET_KEY)
 USER_KEYS = chaintools.DEV_PRIVATE_KEYS[2:]
 
 
-class WorkerProcess:
-    """python worker.py with its output in a log file."""
+class WorkerProcess(ProgramProcess):
+    """python worker.py; started once it logs that its jobs are scheduled."""
+
+    script = "worker.py"
 
     def __init__(self, api, database_url: str, rpc_url: str, token_address: str, **env):
-        self.env = {
+        super().__init__({
             **os.environ, "ENV_FILE": "/nonexistent/.env", "BOT_TOKEN": BOT_TOKEN, "TELEGRAM_API_URL": api.url,
             "DATABASE_URL": database_url, "RPC_URL": rpc_url, "TOKEN_ADDRESS": token_address,
             "HOT_WALLET_PRIVATE_KEY": HOT_WALLET_KEY, "ADMIN_IDS": str(ADMIN_ID), "CONFIRMATIONS": "2",
@@ -27,38 +24,10 @@ class WorkerProcess:
             "DB_POOL_TIMEOUT_S": "2", "DB_CONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "5",
             "STATE_DIR": tempfile.mkdtemp(prefix="worker-state-"),
             **{key: str(value) for key, value in env.items()},
-        }
-        self.log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-        self.process: subprocess.Popen | None = None
+        })
 
-    def start(self) -> "WorkerProcess":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        procs.wait_until(lambda: "worker started" in self.log() or self.process.poll() is not None, 30,
-                         "worker.py to start")
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker.py exited with {self.process.returncode}:\n{self.log()}")
-        return self
-
-    def kill(self) -> None:
-        """kill -9: no chance to finish anything."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> int:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else 0
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def ready(self) -> bool:
+        return "worker started" in self.log()
 
 
 def user_with_wallet(db: Db, user_id: int, wallet_key: str, balance: int = 0) -> str:

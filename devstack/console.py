@@ -1,10 +1,11 @@
 """Talk to the real bot by hand: python -m devstack chat (or `make chat`).
 
-Starts PostgreSQL, Redis, the Bot API stand-in and `python bot.py` on 127.0.0.1,
-then reads lines you type as messages from a Telegram user and prints what the
-bot answers, buttons included. Lines starting with ':' are console commands.
+Starts PostgreSQL, Redis, anvil with a freshly deployed token, the Bot API
+stand-in, `python bot.py` and `python worker.py` on 127.0.0.1, then reads lines you
+type as messages from a Telegram user and prints what the bot answers, buttons
+included. Each console user has an anvil dev wallet holding tokens, so deposits
+(`:send`) and withdrawals really move tokens on the local chain.
 """
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 import psycopg
 
 from db import migrate
-from devstack import procs
+from devstack import chaintools, procs
+from devstack.anvil import AnvilNode, ensure_node_modules
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 from devstack.telegram_api import BotApiStandIn
@@ -23,20 +25,24 @@ ROOT = Path(__file__).resolve().parent.parent
 BOT_TOKEN = "123456:CONSOLE-token"
 ADMIN_ID = 999
 FIRST_USER_ID = 1001
-TOKEN_ADDRESS = "0x" + "7" * 40
-DEPOSIT_ADDRESS = "0x" + "d" * 40
-QUIET_S = 1.0  # print replies until the bot has been quiet this long
+HOT_WALLET_KEY = chaintools.DEV_PRIVATE_KEYS[1]
+USER_KEYS = chaintools.DEV_PRIVATE_KEYS[2:]
+DECIMALS = 6
+CONFIRMATIONS = 2
+QUIET_S = 1.5  # print replies until the bot has been quiet this long
 HELP = """Type a message (e.g. /start) and press Enter. Console commands:
   :press <button label>   press a button on the bot's newest message that has it
   :as <user id> [ru|en]   talk as another user (admin is 999)
-  :fund <amount>          credit the current user (whole tokens), as a confirmed deposit would
+  :wallet                 the current user's anvil wallet (bind it with /wallet <address>)
+  :send <amount>          transfer tokens from that wallet to the deposit address (a deposit)
+  :mine [blocks]          mine blocks (deposits and withdrawals need 2 confirmations)
   :help                   this text
   :quit                   stop everything"""
 
 
 class Session:
-    def __init__(self, api: BotApiStandIn, database_url: str):
-        self.api, self.database_url = api, database_url
+    def __init__(self, api: BotApiStandIn, w3, token: str):
+        self.api, self.w3, self.token = api, w3, token
         self.user_id, self.lang = FIRST_USER_ID, "en"
         self.seen: dict[int, dict[int, int]] = {}
 
@@ -67,8 +73,15 @@ class Session:
                 print(f"(no button {rest.strip()!r})")
                 return
             self.show_replies()
-        elif command == ":fund":
-            self.fund(rest.strip())
+        elif command == ":wallet":
+            print(f"(user {self.user_id}'s wallet: {chaintools.address_of(self.key())}, "
+                  f"{chaintools.balance_of(self.w3, self.token, chaintools.address_of(self.key())) / 10**DECIMALS} USDT)")
+        elif command == ":send":
+            self.send(rest.strip())
+        elif command == ":mine":
+            chaintools.mine(self.w3, int(rest) if rest.strip().isdigit() else CONFIRMATIONS)
+            print(f"(head is now block {self.w3.eth.block_number})")
+            self.show_replies()
         else:
             self.api.push_message(self.user_id, line, language_code=self.lang, username=f"user{self.user_id}")
             self.show_replies()
@@ -96,14 +109,16 @@ class Session:
                 print("    " + "  ".join(f"[{button['text']}]" for button in row))
         return changed
 
-    def fund(self, amount: str) -> None:
+    def key(self) -> str:
+        return USER_KEYS[(self.user_id - FIRST_USER_ID) % len(USER_KEYS)]
+
+    def send(self, amount: str) -> None:
         from money import parse_amount
-        units = parse_amount(amount, 6)
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            conn.execute("""INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
-                            VALUES (%s, %s, 'adjustment', 'console', %s, 0)""",
-                         (self.user_id, units, f"console:{self.user_id}:{time.time_ns()}"))
-        print(f"(credited {amount} USDT to user {self.user_id}; /start first if they are new)")
+        units = parse_amount(amount, DECIMALS)
+        tx_hash = chaintools.transfer(self.w3, self.token, self.key(), chaintools.address_of(HOT_WALLET_KEY), units)
+        chaintools.mine(self.w3, CONFIRMATIONS - 1)
+        print(f"(sent {amount} USDT on chain, tx {tx_hash}; the worker credits it within seconds)")
+        self.show_replies()
 
 
 def prepare_database(pg: PostgresServer) -> str:
@@ -111,35 +126,54 @@ def prepare_database(pg: PostgresServer) -> str:
     url = pg.url("bot")
     with psycopg.connect(url, autocommit=True) as conn:
         migrate.migrate(conn, migrate.discover())
-        conn.execute("INSERT INTO system_settings (key, value) VALUES ('token_metadata', %s)",
-                     (json.dumps({"address": TOKEN_ADDRESS, "symbol": "USDT", "decimals": 6}),))
     return url
 
 
+def prepare_chain(node: AnvilNode):
+    """Deploy a 6-decimal USDT-like token; give every console wallet and the hot wallet some."""
+    w3 = chaintools.connect(node.url)
+    token = chaintools.deploy_token(w3, chaintools.DEPLOYER_KEY, "Tether USD", "USDT", DECIMALS)
+    for key in [HOT_WALLET_KEY, *USER_KEYS]:
+        chaintools.mint(w3, token, chaintools.DEPLOYER_KEY, chaintools.address_of(key), 10_000 * 10**DECIMALS)
+    return w3, token
+
+
+def start_program(script: str, env: dict, log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, str(ROOT / script)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
 def main() -> int:
-    pg, cache, api, bot = PostgresServer().start(), RedisServer().start(), BotApiStandIn(BOT_TOKEN).start(), None
+    ensure_node_modules()
+    pg, cache, node = PostgresServer().start(), RedisServer().start(), AnvilNode().start()
+    api, programs = BotApiStandIn(BOT_TOKEN).start(), []
     try:
         database_url = prepare_database(pg)
-        log_path = pg.base_dir / "bot.log"
+        w3, token = prepare_chain(node)
         env = {**os.environ, "ENV_FILE": os.environ.get("ENV_FILE", "/nonexistent/.env"), "BOT_TOKEN": BOT_TOKEN,
                "TELEGRAM_API_URL": api.url, "DATABASE_URL": database_url, "REDIS_URL": cache.url(),
-               "TOKEN_ADDRESS": TOKEN_ADDRESS, "DEPOSIT_ADDRESS": DEPOSIT_ADDRESS, "ADMIN_IDS": str(ADMIN_ID),
-               "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1"}
-        with open(log_path, "ab") as log:
-            bot = subprocess.Popen([sys.executable, str(ROOT / "bot.py")], cwd=ROOT, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        procs.wait_until(lambda: api.waiting_polls > 0 or bot.poll() is not None, 30, "bot.py to start")
-        if bot.poll() is not None:
-            print(log_path.read_text(), file=sys.stderr)
+               "RPC_URL": node.url, "TOKEN_ADDRESS": token, "HOT_WALLET_PRIVATE_KEY": HOT_WALLET_KEY,
+               "ADMIN_IDS": str(ADMIN_ID), "CONFIRMATIONS": str(CONFIRMATIONS), "WORKER_INTERVAL_S": "0.5",
+               "STATE_DIR": str(pg.base_dir / "state")}
+        for script in ("bot.py", "worker.py"):
+            programs.append(start_program(script, env, pg.base_dir / f"{script}.log"))
+        procs.wait_until(lambda: api.waiting_polls > 0 or any(p.poll() is not None for p in programs), 60,
+                         "bot.py to start")
+        if any(p.poll() is not None for p in programs):
+            for script in ("bot.py", "worker.py"):
+                print((pg.base_dir / f"{script}.log").read_text(), file=sys.stderr)
             return 1
-        print(f"bot.py is running against the stand-in at {api.url} (its log: {log_path})")
-        Session(api, database_url).run()
+        print(f"bot.py and worker.py are running (logs in {pg.base_dir}); token USDT at {token}")
+        Session(api, w3, token).run()
         return 0
     finally:
-        if bot and bot.poll() is None:
-            bot.terminate()
-            bot.wait(30)
+        for program in programs:
+            if program.poll() is None:
+                program.terminate()
+                program.wait(30)
         api.stop()
+        node.close()
         cache.close()
         pg.close()
 

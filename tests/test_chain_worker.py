@@ -192,3 +192,22 @@ def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_u
         assert sent == []
     finally:
         worker.stop()
+
+
+def test_credit_notice_waits_out_a_telegram_outage(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0])
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(USER_KEYS[0]), 10**9)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        api.go_away()
+        chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 9 * 10**6)
+        wait_until(lambda: credited(db, USER_ID) == 9 * 10**6, 20, "the credit")
+        pending = "SELECT count(*) FROM notification_queue_fallback WHERE status = 'PENDING' AND attempts > 0"
+        wait_until(lambda: db.value(pending) == 1, 20, "a failed delivery attempt to be recorded")
+        api.come_back()
+        told = api.wait_for(USER_ID, contains="credited", timeout=90)  # retried with backoff, never dropped
+        assert "Balance: 9 USDT" in told["text"]
+        wait_until(lambda: db.value("SELECT status FROM notification_queue_fallback") == "SENT", 10, "SENT")
+        assert len([m for m in api.messages(USER_ID) if "credited" in m["text"]]) == 1
+    finally:
+        worker.stop()

@@ -31,6 +31,7 @@ log = logging.getLogger("bot")
 
 HANDLER_THREADS = 4
 POLL_BACKOFF_MAX_S = 5.0
+HANDLER_DRAIN_S = 120.0  # longest a batch may keep the next getUpdates (and its confirmation) waiting
 USER_COMMANDS = ("start", "deposit", "balance", "withdraw", "history", "wallet", "lang", "cancel", "help")
 COMMAND_DESCRIPTIONS = {
     "en": {"start": "Main menu", "deposit": "Deposit", "balance": "Balance", "withdraw": "Withdraw",
@@ -99,8 +100,41 @@ def register_commands(bot: TeleBot) -> None:
             log.warning("setMyCommands (%s) failed: %s; the menu stays as it was", language or "default", exc)
 
 
+class HandlerTracker:
+    """Counts updates handed to telebot's worker pool until their handlers return.
+
+    The next getUpdates call confirms (drops at Telegram) every update before its
+    offset, so the loop waits for the previous batch's handlers first: a bot killed
+    mid-handler gets those updates again after a restart instead of losing them.
+    """
+
+    def __init__(self, worker_pool):
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._put = worker_pool.put
+        worker_pool.put = self._put_tracked  # our own bot instance's pool
+
+    def _put_tracked(self, function, *args, **kwargs):
+        with self._idle:
+            self._pending += 1
+
+        def tracked():
+            try:
+                function(*args, **kwargs)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+        self._put(tracked)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+
+
 def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> None:
     """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after."""
+    tracker = HandlerTracker(bot.worker_pool)
     offset, backoff = None, 0.0
     while not stop.is_set():
         try:
@@ -117,6 +151,8 @@ def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> No
         if updates:
             offset = updates[-1].update_id + 1
             bot.process_new_updates(updates)
+            if not tracker.wait_idle(HANDLER_DRAIN_S):
+                log.warning("handlers still busy after %s s; confirming the batch anyway", HANDLER_DRAIN_S)
 
 
 def _describe(exc: Exception) -> str:

@@ -167,3 +167,29 @@ def test_sends_wait_out_telegram_flood_limits(api, bot_db_url, redis_server):
     finally:
         api.enforce_limits(False)
         bot.stop()
+
+
+def test_an_update_in_progress_survives_kill_9_of_the_bot(api, bot_db_url, redis_server):
+    db = Db(bot_db_url)
+    bot = BotProcess(api, bot_db_url, redis_server.url(10)).start()
+    chat = Chat(api)
+    wallet = "0x" + "ef" * 20
+    waiting = """SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'bot' AND wait_event_type = 'Lock'"""
+    try:
+        chat.send("/start", contains="Welcome")
+        with psycopg.connect(bot_db_url) as blocker:  # holds the user's row: the handler must wait
+            blocker.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (chat.id,))
+            api.push_message(chat.id, f"/wallet {wallet}")
+            wait_until(lambda: db.value(waiting) == 1, 10, "the handler to be stuck mid-update")
+            bot.kill()
+            blocker.rollback()
+    finally:
+        bot.stop()
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,)) is None
+    restarted = BotProcess(api, bot_db_url, redis_server.url(10)).start()
+    try:  # the update was never confirmed to Telegram, so it comes again and is handled now
+        api.wait_for(chat.id, contains="Wallet bound", timeout=20)
+        assert db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,)) == wallet
+    finally:
+        restarted.stop()

@@ -26,6 +26,14 @@ def applied_versions(url: str) -> list[tuple]:
         return conn.execute("SELECT version, name, checksum FROM schema_migrations ORDER BY version").fetchall()
 
 
+def next_number() -> str:
+    return f"{len(migrate.discover()) + 1:04d}"
+
+
+def all_versions() -> list[int]:
+    return list(range(1, len(migrate.discover()) + 1))
+
+
 def copy_migrations(tmp_path: Path) -> Path:
     target = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", target)
@@ -73,10 +81,10 @@ def test_missing_number_is_refused(tmp_path):
 
 def test_misnamed_and_duplicate_files_are_refused(tmp_path):
     directory = copy_migrations(tmp_path)
-    (directory / "0004_Bad Name.sql").write_text("SELECT 1;")
+    (directory / f"{next_number()}_Bad Name.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="NNNN_snake_name"):
         migrate.discover(directory)
-    (directory / "0004_Bad Name.sql").unlink()
+    (directory / f"{next_number()}_Bad Name.sql").unlink()
     (directory / "0003_again.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="two migration files"):
         migrate.discover(directory)
@@ -84,7 +92,7 @@ def test_misnamed_and_duplicate_files_are_refused(tmp_path):
 
 def test_database_newer_than_code_is_refused(empty_db_url, tmp_path):
     directory = copy_migrations(tmp_path)
-    (directory / "0004_extra.sql").write_text("CREATE TABLE extra (id int);")
+    (directory / f"{next_number()}_extra.sql").write_text("CREATE TABLE extra (id int);")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         migrate.migrate(conn, migrate.discover(directory))
         with pytest.raises(MigrationError, match="not in migrations/"):
@@ -93,11 +101,11 @@ def test_database_newer_than_code_is_refused(empty_db_url, tmp_path):
 
 def test_a_failing_migration_rolls_back_alone(empty_db_url, tmp_path):
     directory = copy_migrations(tmp_path)
-    (directory / "0004_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELECT no_such_function();")
+    (directory / f"{next_number()}_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELECT no_such_function();")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         with pytest.raises(psycopg.Error):
             migrate.migrate(conn, migrate.discover(directory))
-        assert [row[0] for row in applied_versions(empty_db_url)] == [1, 2, 3]
+        assert [row[0] for row in applied_versions(empty_db_url)] == all_versions()
         assert conn.execute("SELECT to_regclass('half_done')").fetchone()[0] is None
 
 
@@ -120,7 +128,7 @@ def test_concurrent_runs_are_serialized(empty_db_url):
         thread.join(60)
     assert errors == []
     assert sorted(results) == [0, 0, 0, len(migrate.discover())]
-    assert [row[0] for row in applied_versions(empty_db_url)] == [1, 2, 3]
+    assert [row[0] for row in applied_versions(empty_db_url)] == all_versions()
 
 
 def test_concurrent_cli_runs(empty_db_url):

@@ -76,19 +76,24 @@ class WithdrawalSender:
         return False
 
     def _report_funds(self, problem: dict | None) -> None:
+        """Record the shortage for /status; alert admins if the last alert is older than the interval."""
         self.funds_problem = problem
         interval = self.wctx.settings.low_funds_alert_interval_s
+        now = time.time()
         with self.wctx.transaction() as conn:
-            service_status.put(conn, "hot_wallet", {"short": problem is not None, **(problem or {})})
-            if problem is None:
+            previous = service_status.get(conn, "hot_wallet")
+            last_alert = previous["status"].get("alerted_at", 0) if previous else 0
+            alert = problem is not None and now - last_alert >= interval
+            service_status.put(conn, "hot_wallet", {"short": problem is not None, **(problem or {}),
+                                                    "alerted_at": now if alert else last_alert})
+            if not alert:
                 return
-            bucket = int(time.time() // interval)  # one alert per admin per interval, across restarts too
-            for admin_id in self.wctx.settings.admin_ids:
+            for admin_id in self.wctx.settings.admin_ids:  # the key makes a retried alert harmless
                 notifications.enqueue(conn, admin_id, "admin_low_funds",
                                       {"address": problem["address"], "id": problem["withdrawal"],
                                        "token_balance": problem["token_balance"],
                                        "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol},
-                                      f"low-funds:{bucket}:{admin_id}")
+                                      f"low-funds:{int(now)}:{admin_id}")
 
 
 def reconcile(wctx) -> int:

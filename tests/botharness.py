@@ -38,11 +38,13 @@ class ProgramProcess:
         self.env = env
         self.log_path = Path(tempfile.mkstemp(prefix=f"{Path(self.script).stem}-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.log_offset = 0
 
     def ready(self) -> bool:
         raise NotImplementedError
 
     def start(self):
+        self.log_offset = self.log_path.stat().st_size  # a restart looks for new lines only
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([sys.executable, str(ROOT / self.script)], cwd=ROOT, env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT)
@@ -67,8 +69,9 @@ class ProgramProcess:
                 self.process.wait()
         return self.process.returncode if self.process else 0
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, since_start: bool = False) -> str:
+        text = self.log_path.read_bytes()
+        return (text[self.log_offset:] if since_start else text).decode(errors="replace")
 
 
 class BotProcess(ProgramProcess):

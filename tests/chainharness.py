@@ -27,7 +27,7 @@ class WorkerProcess(ProgramProcess):
         })
 
     def ready(self) -> bool:
-        return "worker started" in self.log()
+        return "worker started" in self.log(since_start=True)
 
 
 def user_with_wallet(db: Db, user_id: int, wallet_key: str, balance: int = 0) -> str:

@@ -23,7 +23,8 @@ from botctx import Context
 from config import SettingsWatcher
 from db.pool import open_pool
 from dr import DialogStore, RateLimiter, redis_client
-from errors import DatabaseError
+from errors import AmountError, DatabaseError
+from money import parse_amount
 from middlewares import SessionMiddleware
 from texts import t
 
@@ -171,6 +172,10 @@ def main() -> int:
         token = boot.load_token_info(settings, pool, "bot")
     except DatabaseError as exc:
         boot.fail(f"bot: cannot reach the database: {exc}")
+    try:  # known only now: the setting must fit the token's decimals
+        parse_amount(settings.withdrawal_auto_approve_max, token.decimals, allow_zero=True)
+    except AmountError as exc:
+        boot.fail(f"configuration error: WITHDRAWAL_AUTO_APPROVE_MAX: {exc} for {token.symbol}", 2)
     tg.configure(settings.telegram_api_url)
     redis = redis_client(settings)
     dialogs = DialogStore(redis)

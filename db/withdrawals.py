@@ -46,7 +46,7 @@ SELECT * FROM withdrawals WHERE user_id = %s AND status IN ('REQUESTED', 'APPROV
 ORDER BY id
 """
 SQL_BY_STATUS = "SELECT * FROM withdrawals WHERE status = %s ORDER BY id LIMIT %s"
-SQL_NEXT_APPROVED = "SELECT * FROM withdrawals WHERE status = 'APPROVED' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+SQL_NEXT_APPROVED = "SELECT * FROM withdrawals WHERE status = 'APPROVED' ORDER BY id LIMIT 1"
 SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals"
 
 
@@ -168,7 +168,7 @@ def with_status(conn, status: str, limit: int = 50) -> list[dict]:
 
 
 def next_approved(conn) -> dict | None:
-    """The oldest APPROVED withdrawal, locked so a second sender skips it."""
+    """The oldest APPROVED withdrawal (mark_signed's state check stops a second signer)."""
     return conn.execute(SQL_NEXT_APPROVED).fetchone()
 
 

@@ -107,13 +107,8 @@ def wallet(ctx, message, data) -> None:
 
 
 def bind_wallet(ctx, chat_id: int, user: dict, lang_code: str, text: str) -> bool:
-    try:
-        address = parse_address(text)
-    except AddressError as exc:
-        ctx.say(chat_id, lang_code, "wallet_invalid", reason=str(exc))
-        return False
-    if is_zero(address) or canonical(address) in forbidden_addresses(ctx):
-        ctx.say(chat_id, lang_code, "wallet_forbidden")
+    address = acceptable_address(ctx, chat_id, lang_code, text, refusal="wallet_forbidden")
+    if address is None:
         return False
     try:
         with ctx.transaction() as conn:
@@ -316,7 +311,8 @@ def preview_withdrawal(ctx, chat_id: int, user: dict, lang_code: str, amount_tex
         ctx.set_dialog(chat_id, user["id"], WITHDRAW_ADDRESS, {"amount": str(amount)})
         ctx.say(chat_id, lang_code, "withdraw_ask_address")
         return
-    to = withdrawal_destination(ctx, chat_id, lang_code, address_text or fresh["wallet_address"])
+    to = acceptable_address(ctx, chat_id, lang_code, address_text or fresh["wallet_address"],
+                            refusal="withdraw_bad_address")
     if to is None:
         return
     draft = secrets.token_hex(4)
@@ -326,14 +322,15 @@ def preview_withdrawal(ctx, chat_id: int, user: dict, lang_code: str, amount_tex
             amount=ctx.amount(amount), fee=ctx.amount(fee), total=ctx.amount(amount + fee), address=to, symbol=symbol)
 
 
-def withdrawal_destination(ctx, chat_id: int, lang_code: str, text: str) -> str | None:
+def acceptable_address(ctx, chat_id: int, lang_code: str, text: str, refusal: str) -> str | None:
+    """The checksummed address in `text`, or None after telling the user why it will not do."""
     try:
         address = parse_address(text)
     except AddressError as exc:
         ctx.say(chat_id, lang_code, "wallet_invalid", reason=str(exc))
         return None
     if is_zero(address) or canonical(address) in forbidden_addresses(ctx):
-        ctx.say(chat_id, lang_code, "withdraw_bad_address")
+        ctx.say(chat_id, lang_code, refusal)
         return None
     return address
 

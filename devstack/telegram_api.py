@@ -468,7 +468,7 @@ def markdown_v2_code(text: str, start: int) -> tuple[str, int]:
                 body = body.split("\n", 1)[1]  # the first line names the language
             return body, index + len(fence)
         elif text[index] == "`":
-            raise MarkupError(f"Character '`' is reserved and must be escaped with the preceding '\\'")
+            raise MarkupError("Character '`' is reserved and must be escaped with the preceding '\\'")
         else:
             content.append(text[index])
             index += 1

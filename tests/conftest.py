@@ -94,6 +94,15 @@ def own_pg():
     server.close()
 
 
+@pytest.fixture
+def api():
+    """A Bot API stand-in of this test's own (bot.py and worker.py talk to it)."""
+    from devstack.telegram_api import BotApiStandIn
+    from tests.botharness import BOT_TOKEN
+    with BotApiStandIn(token=BOT_TOKEN) as stand_in:
+        yield stand_in
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer().start()

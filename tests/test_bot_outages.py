@@ -4,17 +4,10 @@ import pytest
 
 from db import migrate
 from devstack.procs import wait_until
-from devstack.telegram_api import BotApiStandIn
 from tests.botharness import BotProcess, Db, seed_token_cache
 from tests.test_bot_flows import Chat
 
 UNIT = 10**6
-
-
-@pytest.fixture
-def api():
-    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
-        yield stand_in
 
 
 @pytest.fixture

@@ -21,9 +21,8 @@ from db.pool import configure_connection
 from devstack import chaintools, tcpproxy
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
-from devstack.telegram_api import BotApiStandIn
 from dr import CircuitBreaker
-from tests.botharness import ADMIN_ID, BOT_TOKEN, Db
+from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, user_with_wallet
 
 USDT = 10**6  # base units of one token of a 6-decimal token
@@ -34,12 +33,6 @@ DROP = object()  # a TriggerProxy action returning this swallows the request it 
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture
-def api():
-    with BotApiStandIn(token=BOT_TOKEN) as stand_in:
-        yield stand_in
-
 
 @pytest.fixture
 def db(db_url):

@@ -4,17 +4,10 @@ from web3.exceptions import TransactionNotFound
 
 from devstack import chaintools
 from devstack.procs import wait_until
-from devstack.telegram_api import BotApiStandIn
 from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, user_with_wallet
 
 USER_ID = 5001
-
-
-@pytest.fixture
-def api():
-    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
-        yield stand_in
 
 
 @pytest.fixture

@@ -4,23 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from devstack import chaintools
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
-from devstack.telegram_api import BotApiStandIn
 from tests.botharness import ADMIN_ID, BotProcess, Db
 from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess
 from tests.test_bot_flows import Chat
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def api():
-    with BotApiStandIn(token="123456:TEST-token_value") as stand_in:
-        yield stand_in
 
 
 def dr(database_url: str, *args: str, **env) -> subprocess.CompletedProcess:

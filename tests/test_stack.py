@@ -32,7 +32,7 @@ def redis_answers(server) -> bool:
 def test_postgres_kill_freeze_restart_keeps_committed_data(own_pg):
     own_pg.admin("CREATE TABLE kept (v int)")
     own_pg.admin("INSERT INTO kept VALUES (42)")
-    with psycopg.connect(own_pg.url()) as idle:  # a backend that must die with the server
+    with psycopg.connect(own_pg.url()):  # a backend that must die with the server
         backends = procs.descendants(own_pg.process.pid)
         assert backends
 

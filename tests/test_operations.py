@@ -45,7 +45,7 @@ def test_rpc_outage_pauses_withdrawals_automatically_and_recovery_completes_depo
         wait_until(lambda: breaker() in ("OPEN", "HALF_OPEN"), 20, "the worker's breaker to open")
         wait_until(lambda: "temporarily unavailable" in chat.send("/withdraw 5")["text"], 10,
                    "the bot to pause withdrawals")
-        status = Chat(api, ADMIN_ID).send("/status")["text"]
+        status = Chat(api, ADMIN_ID).send("/status", contains="Database:")["text"]
         assert "automatic" in status and "RPC (worker): " in status
         reply = chat.send("/deposit 20")["text"]
         assert "under maintenance" in reply

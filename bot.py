@@ -14,19 +14,17 @@ import requests
 from telebot import TeleBot, apihelper
 from telebot.types import BotCommand
 
-import adminflows
-import boot
-import keyboards
-import tg
-import userflows
-from botctx import Context
-from config import SettingsWatcher
+from botapi import client
+from core.amounts import parse_amount
+from core.errors import AmountError, DatabaseError
+from core.i18n import t
+from core.settings import SettingsWatcher
 from db.pool import open_pool
 from dr import DialogStore, RateLimiter, redis_client
-from errors import AmountError, DatabaseError
-from money import parse_amount
-from middlewares import SessionMiddleware
-from texts import t
+from handlers import adminflows, keyboards, userflows
+from handlers.context import Context
+from handlers.middlewares import SessionMiddleware
+from runtime import startup
 
 log = logging.getLogger("bot")
 
@@ -96,8 +94,8 @@ def register_commands(bot: TeleBot) -> None:
         descriptions = COMMAND_DESCRIPTIONS[language or "en"]
         commands = [BotCommand(name, descriptions[name]) for name in USER_COMMANDS]
         try:
-            tg.call(bot.set_my_commands, commands, language_code=language)
-        except tg.SendFailed as exc:
+            client.call(bot.set_my_commands, commands, language_code=language)
+        except client.SendFailed as exc:
             log.warning("setMyCommands (%s) failed: %s; the menu stays as it was", language or "default", exc)
 
 
@@ -143,7 +141,7 @@ def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> No
                                       long_polling_timeout=poll_timeout_s,
                                       allowed_updates=["message", "callback_query"])
         except (apihelper.ApiException, requests.RequestException) as exc:
-            retry_after = tg.retry_after_s(exc)
+            retry_after = client.retry_after_s(exc)
             backoff = retry_after if retry_after is not None else min(max(backoff * 2, 0.25), POLL_BACKOFF_MAX_S)
             log.warning("getUpdates failed (%s); retrying in %.2f s", _describe(exc), backoff)
             stop.wait(backoff)
@@ -162,21 +160,21 @@ def _describe(exc: Exception) -> str:
 
 
 def main() -> int:
-    settings = boot.settings_or_exit("DATABASE_URL")
-    boot.schema_current_or_exit(settings, "bot")
-    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS")
+    settings = startup.settings_or_exit("DATABASE_URL")
+    startup.schema_current_or_exit(settings, "bot")
+    startup.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS")
     if not settings.deposit_address:
-        boot.fail("configuration error: DEPOSIT_ADDRESS: required (or HOT_WALLET_PRIVATE_KEY to derive it)", 2)
+        startup.fail("configuration error: DEPOSIT_ADDRESS: required (or HOT_WALLET_PRIVATE_KEY to derive it)", 2)
     pool = open_pool(settings, "bot")
     try:
-        token = boot.load_token_info(settings, pool, "bot")
+        token = startup.token_info_or_exit(settings, pool, "bot")
     except DatabaseError as exc:
-        boot.fail(f"bot: cannot reach the database: {exc}")
+        startup.fail(f"bot: cannot reach the database: {exc}")
     try:  # known only now: the setting must fit the token's decimals
         parse_amount(settings.withdrawal_auto_approve_max, token.decimals, allow_zero=True)
     except AmountError as exc:
-        boot.fail(f"configuration error: WITHDRAWAL_AUTO_APPROVE_MAX: {exc} for {token.symbol}", 2)
-    tg.configure(settings.telegram_api_url)
+        startup.fail(f"configuration error: WITHDRAWAL_AUTO_APPROVE_MAX: {exc} for {token.symbol}", 2)
+    client.configure(settings.telegram_api_url)
     redis = redis_client(settings)
     dialogs = DialogStore(redis)
     bot = TeleBot(settings.bot_token.reveal(), threaded=True, num_threads=HANDLER_THREADS,

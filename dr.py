@@ -1,9 +1,11 @@
 """Resilience pieces shared by bot and worker, and the operator CLI:
 python dr.py migrate | status | recover | maintenance on|off.
 
-Here: the circuit breaker, the Redis client factory, the dialog (FSM) storage and
-the rate limiter. Still to come with the disaster-recovery issue: PostgreSQL
-fallbacks for dialogs and the Redis notification queue, and `warmup`.
+Here: the circuit breaker, the Redis client factory, the dialog (FSM) storage, the
+rate limiter and the recovery routine. Still to come with the disaster-recovery
+issue: PostgreSQL fallbacks for dialogs and the Redis notification queue, and
+`warmup`. Imports point down only (core, db, chain, runtime), never to bot.py or
+worker.py.
 """
 import argparse
 import json
@@ -16,10 +18,13 @@ import time
 import redis
 from telebot.storage import StateStorageBase
 
-import boot
-from db import migrate
+from chain import reconciler, scanner, sender
+from chain.rpc import is_transport_failure
+from core.errors import BreakerOpen, DatabaseError, MigrationError
+from db import migrate, notifications, service_status, stats
 from db.pool import connect
-from errors import DatabaseError, MigrationError
+from runtime import startup
+from runtime.worker_context import build_worker_context
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +108,6 @@ class DialogStore(StateStorageBase):
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 
 
-class BreakerOpen(Exception):
-    """The protected dependency is considered down; the call was not attempted."""
-
-
 class CircuitBreaker:
     """Stop calling a dependency after consecutive failures; probe it again after a pause.
 
@@ -175,6 +176,12 @@ class CircuitBreaker:
                 self._state, self._opened_at = OPEN, self._clock()
 
 
+def rpc_breaker(settings) -> CircuitBreaker:
+    """The breaker that guards every call to the RPC node; only transport failures count."""
+    return CircuitBreaker("rpc", settings.breaker_failures, settings.breaker_reset_s,
+                          is_failure=is_transport_failure)
+
+
 ALLOW, WARN, DROP = "ALLOW", "WARN", "DROP"
 
 
@@ -229,9 +236,9 @@ def run_migrate(settings) -> int:
         with connect(settings, "dr-migrate", autocommit=True) as conn:
             done = migrate.migrate(conn, migrations)
     except MigrationError as exc:
-        boot.fail(f"migrate: refused: {exc}")
+        startup.fail(f"migrate: refused: {exc}")
     except DatabaseError as exc:
-        boot.fail(f"migrate: cannot reach the database at {settings.database_url}: {exc}")
+        startup.fail(f"migrate: cannot reach the database at {settings.database_url}: {exc}")
     for migration in done:
         print(f"applied {migration.label}")
     print(f"schema is current ({len(migrations)} migrations, {len(done)} applied now)")
@@ -257,7 +264,6 @@ def run_status(settings) -> int:
 
 def status_report(conn) -> dict:
     """Lines about the worker's RPC view, money in flight and queues, from the database alone."""
-    from db import notifications, service_status, stats
     lines, healthy = [], True
     rpc = service_status.get(conn, "rpc")
     if rpc is None:
@@ -301,28 +307,24 @@ def run_maintenance(settings, mode: str) -> int:
 def run_recover(settings) -> int:
     """Finish what outages left: scan to the head, reopen unmatched outage deposits, settle withdrawals.
 
-    Uses the worker's own jobs (imported here, not at module level, so the resilience
-    layer does not depend on the job modules).
+    Runs the worker's own job building blocks once, in a context built the way the worker builds its.
     """
-    import monitor
-    import sender
-    import worker
     if settings.blockchain_maintenance_mode:
-        boot.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
-    boot.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
-    wctx = worker.build_context(settings, "dr-recover")
+        startup.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
+    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
+    wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings))
     try:
-        deposit_monitor = monitor.DepositMonitor(wctx)
+        deposit_monitor = scanner.DepositMonitor(wctx)
         recorded = deposit_monitor.scan()
-        reopened = monitor.finish_network_recovery(wctx, deposit_monitor)
+        reopened = scanner.finish_network_recovery(wctx, deposit_monitor)
         withdrawal_sender = sender.WithdrawalSender(wctx)
         withdrawal_sender.rebroadcast_signed()
-        settled = sender.reconcile(wctx)
+        settled = reconciler.reconcile(wctx)
     except BreakerOpen as exc:
-        boot.fail(f"recover: the RPC is unavailable ({exc}); nothing was changed beyond what is committed")
+        startup.fail(f"recover: the RPC is unavailable ({exc}); nothing was changed beyond what is committed")
     except Exception as exc:
         log.exception("recover failed")
-        boot.fail(f"recover: stopped by {type(exc).__name__}: {exc}; run it again once the cause is fixed")
+        startup.fail(f"recover: stopped by {type(exc).__name__}: {exc}; run it again once the cause is fixed")
     finally:
         wctx.pool.close()
     print(f"recover: {recorded} transfer(s) recorded, {reopened} outage deposit request(s) reopened, "
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.command == "maintenance") != (args.mode is not None):
         parser.error("maintenance takes on|off; other commands take no argument")
-    settings = boot.settings_or_exit("DATABASE_URL")
+    settings = startup.settings_or_exit("DATABASE_URL")
     if args.command == "maintenance":
         return run_maintenance(settings, args.mode)
     return COMMANDS[args.command](settings)

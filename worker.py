@@ -12,51 +12,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import schedule
-from telebot import TeleBot
 
-import boot
-import chain
-import monitor
-import notifier
-import sender
-import tg
-from config import SettingsWatcher
+import dr
+from botapi import delivery
+from chain import reconciler, scanner, sender
+from chain.rpc import is_transport_failure
+from core.errors import BreakerOpen
 from db import notifications, service_status
-from db.pool import open_pool, transaction
-from dr import BreakerOpen, CircuitBreaker
-from money import format_amount
+from runtime import startup
+from runtime.worker_context import WorkerContext, build_worker_context
 
 log = logging.getLogger("worker")
 
 LOOP_SLEEP_S = 0.1
 EXPIRY_INTERVAL_S = 60
 STATUS_INTERVAL_S = 1
-
-
-@dataclass
-class WorkerContext:
-    watcher: SettingsWatcher
-    pool: object
-    chain: chain.Chain
-    bot: TeleBot
-    token: chain.TokenInfo
-    stop: threading.Event
-
-    @property
-    def settings(self):
-        return self.watcher.current()
-
-    def transaction(self):
-        return transaction(self.pool)
-
-    def amount(self, units: int) -> str:
-        return format_amount(int(units), self.token.decimals)
-
-    def stopping(self) -> bool:
-        return self.stop.is_set()
 
 
 def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
@@ -69,7 +41,7 @@ def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
         except BreakerOpen:
             log.debug("%s skipped: RPC breaker open", name)
         except Exception as exc:
-            if chain.is_transport_failure(exc):
+            if is_transport_failure(exc):
                 log.warning("%s: RPC unavailable (%s)", name, type(exc).__name__)
             else:
                 log.exception("job %s failed", name)
@@ -92,16 +64,16 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
 
 def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
     """The job table."""
-    deposit_monitor = monitor.DepositMonitor(wctx)
+    deposit_monitor = scanner.DepositMonitor(wctx)
     withdrawal_sender = sender.WithdrawalSender(wctx)
     every = wctx.settings.worker_interval_s
     table = [
         ("scan_deposits", every, deposit_monitor.scan, True),
-        ("network_recovery", every, lambda: monitor.finish_network_recovery(wctx, deposit_monitor), True),
+        ("network_recovery", every, lambda: scanner.finish_network_recovery(wctx, deposit_monitor), True),
         ("send_withdrawals", every, withdrawal_sender.run, True),
-        ("reconcile_withdrawals", every, lambda: sender.reconcile(wctx), True),
-        ("deliver_notifications", every, lambda: notifier.deliver(wctx, stopping=wctx.stopping), False),
-        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: monitor.expire_requests(wctx), False),
+        ("reconcile_withdrawals", every, lambda: reconciler.reconcile(wctx), True),
+        ("deliver_notifications", every, lambda: delivery.deliver(wctx, stopping=wctx.stopping), False),
+        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),
         ("report_status", STATUS_INTERVAL_S, lambda: report_status(wctx, deposit_monitor, withdrawal_sender), False),
     ]
     for name, seconds, job, uses_chain in table:
@@ -115,35 +87,18 @@ def run_loop(scheduler: schedule.Scheduler, stop: threading.Event) -> None:
         stop.wait(LOOP_SLEEP_S)
 
 
-def build_context(settings, application_name: str) -> WorkerContext:
-    """Pool, token, breaker-guarded chain and Bot API client, as the jobs need them."""
-    pool = open_pool(settings, application_name)
-    token = boot.load_token_info(settings, pool, application_name)
-    breaker = CircuitBreaker("rpc", settings.breaker_failures, settings.breaker_reset_s,
-                             is_failure=chain.is_transport_failure)
-    node = chain.Chain(chain.connect(settings), breaker, token_address=settings.token_address,
-                       deposit_address=settings.deposit_address, chain_id=settings.chain_id,
-                       hot_wallet_key=settings.hot_wallet_private_key.reveal())
-    tg.configure(settings.telegram_api_url)
-    watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
-    return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
-                         bot=TeleBot(settings.bot_token.reveal(), threaded=False))
-
-
 def main() -> int:
-    settings = boot.settings_or_exit("DATABASE_URL")
-    boot.schema_current_or_exit(settings, "worker")
-    boot.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
-    wctx = build_context(settings, "worker")
+    settings = startup.settings_or_exit("DATABASE_URL")
+    startup.schema_current_or_exit(settings, "worker")
+    startup.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
+    wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings))
     stop = wctx.stop
-    node = wctx.chain
-    token = wctx.token
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = schedule.Scheduler()
     schedule_jobs(scheduler, wctx)
-    log.info("worker started: token %s, deposits to %s, hot wallet %s", token.symbol,
-             settings.deposit_address, node.hot_wallet)
+    log.info("worker started: token %s, deposits to %s, hot wallet %s", wctx.token.symbol,
+             settings.deposit_address, wctx.chain.hot_wallet)
     run_loop(scheduler, stop)
     log.info("worker stopped")
     wctx.pool.close()

@@ -5,14 +5,9 @@ SQL_RECORD = """
 INSERT INTO admin_audit_log (actor_id, action, target_user_id, details, allowed)
 VALUES (%s, %s, %s, %s, %s) RETURNING id
 """
-SQL_RECENT = "SELECT * FROM admin_audit_log ORDER BY id DESC LIMIT %s"
 
 
 def record(conn, *, actor_id: int, action: str, target_user_id: int | None = None,
            details: dict | None = None, allowed: bool = True) -> int:
     return conn.execute(SQL_RECORD, (actor_id, action, target_user_id, Jsonb(details or {}),
                                      allowed)).fetchone()["id"]
-
-
-def recent(conn, limit: int = 20) -> list[dict]:
-    return conn.execute(SQL_RECENT, (limit,)).fetchall()

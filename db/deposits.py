@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from addresses import canonical
+from core.addresses import canonical
 from db import ledger, users
 
 PENDING = "PENDING"

@@ -1,7 +1,7 @@
 """The ledger: the only way a balance changes. One entry per idempotency key, ever."""
 import psycopg
 
-from errors import InsufficientFunds
+from core.errors import InsufficientFunds
 
 SQL_POST = """
 INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
@@ -9,9 +9,7 @@ VALUES (%(user_id)s, %(amount)s, %(kind)s, %(reference)s, %(key)s, 0)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING *
 """
-SQL_BY_KEY = "SELECT * FROM ledger_entries WHERE idempotency_key = %s"
 SQL_BALANCE = "SELECT balance FROM users WHERE id = %s"
-SQL_ENTRIES = "SELECT * FROM ledger_entries WHERE user_id = %s ORDER BY id DESC LIMIT %s"
 
 
 def post(conn, *, user_id: int, amount: int, kind: str, reference: str, key: str) -> dict | None:
@@ -30,14 +28,6 @@ def post(conn, *, user_id: int, amount: int, kind: str, reference: str, key: str
         raise
 
 
-def entry(conn, key: str) -> dict | None:
-    return conn.execute(SQL_BY_KEY, (key,)).fetchone()
-
-
 def balance(conn, user_id: int) -> int:
     row = conn.execute(SQL_BALANCE, (user_id,)).fetchone()
     return int(row["balance"]) if row else 0
-
-
-def entries(conn, user_id: int, limit: int = 50) -> list[dict]:
-    return conn.execute(SQL_ENTRIES, (user_id, limit)).fetchall()

@@ -1,8 +1,8 @@
 """Deposit levels: versioned tiers of whole-token amounts; exactly one version is current."""
 from dataclasses import dataclass
 
-from errors import AmountError
-from money import parse_amount
+from core.amounts import parse_amount
+from core.errors import AmountError
 
 SQL_CURRENT = """
 SELECT l.version, l.level, l.min_tokens::text AS min_tokens, l.max_tokens::text AS max_tokens

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from errors import MigrationError
+from core.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 ADVISORY_LOCK_KEY = 7_262_013_001  # serializes concurrent `dr.py migrate` runs

@@ -9,8 +9,8 @@ from psycopg.adapt import Loader
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from core.errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
 from db.watchdog import WATCHDOG
-from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
 
 log = logging.getLogger(__name__)
 

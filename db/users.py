@@ -1,8 +1,8 @@
 """Users: registration, language, wallet binding, blocked-the-bot flag."""
 import psycopg
 
-from addresses import canonical
-from errors import NotFound, WalletInUse
+from core.addresses import canonical
+from core.errors import NotFound, WalletInUse
 
 SQL_UPSERT = """
 INSERT INTO users (id, username, language) VALUES (%(id)s, %(username)s, %(language)s)

@@ -6,9 +6,9 @@ ledger entries whose idempotency keys make every retry harmless.
 """
 from dataclasses import dataclass
 
-from addresses import canonical
+from core.addresses import canonical
+from core.errors import InsufficientFunds, InvalidTransition, NotFound
 from db import ledger, users
-from errors import InsufficientFunds, InvalidTransition, NotFound
 
 REQUESTED = "REQUESTED"
 APPROVED = "APPROVED"
@@ -17,7 +17,6 @@ BROADCAST = "BROADCAST"
 CONFIRMED = "CONFIRMED"
 REJECTED = "REJECTED"
 FAILED = "FAILED"
-IN_FLIGHT = (REQUESTED, APPROVED, SIGNED, BROADCAST)
 
 SQL_INSERT = """
 INSERT INTO withdrawals (user_id, status, amount, fee, to_address, request_key, approved_at)
@@ -56,15 +55,10 @@ class Change:
     changed: bool  # False: it was already in the target state; nothing happened now
 
 
-def request(conn, *, user_id: int, amount: int, fee: int, to_address: str, auto_approve_max: int,
-            request_key: str | None = None) -> dict:
-    """Create a withdrawal and hold amount + fee; approved at once when amount <= auto_approve_max > 0."""
-    return _create(conn, users.lock(conn, user_id), amount, fee, to_address, auto_approve_max, request_key)
-
-
 def request_once(conn, *, request_key: str, user_id: int, amount: int, fee: int, to_address: str,
                  auto_approve_max: int) -> Change:
-    """request(), but a second call with the same key (a double tap) returns the first withdrawal."""
+    """Create a withdrawal and hold amount + fee (approved at once when amount <= auto_approve_max > 0);
+    a second call with the same key (a double tap) returns the first withdrawal unchanged."""
     user = users.lock(conn, user_id)  # serializes this user's requests, so the lookup cannot race
     existing = conn.execute(SQL_BY_REQUEST_KEY, (request_key,)).fetchone()
     if existing:

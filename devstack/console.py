@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.amounts import parse_amount
 from db import migrate
 from devstack import chaintools, procs
 from devstack.anvil import AnvilNode, ensure_node_modules
@@ -113,7 +114,6 @@ class Session:
         return USER_KEYS[(self.user_id - FIRST_USER_ID) % len(USER_KEYS)]
 
     def send(self, amount: str) -> None:
-        from money import parse_amount
         units = parse_amount(amount, DECIMALS)
         tx_hash = chaintools.transfer(self.w3, self.token, self.key(), chaintools.address_of(HOT_WALLET_KEY), units)
         chaintools.mine(self.w3, CONFIRMATIONS - 1)

@@ -50,14 +50,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05) -> None:
     """Poll `predicate` until it is true; raise TimeoutError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

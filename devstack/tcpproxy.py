@@ -28,10 +28,6 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen_port}"
 
-    @property
-    def is_cut(self) -> bool:
-        return self._listener is None
-
     def start(self) -> "TcpProxy":
         """Begin listening and forwarding."""
         if self._listener is not None:

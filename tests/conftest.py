@@ -6,7 +6,7 @@ import os
 import psycopg
 import pytest
 
-import config
+from core.settings import Settings, load
 from db import migrate
 from db.pool import configure_connection, connection_kwargs, open_pool
 from devstack.postgres import PostgresServer
@@ -16,10 +16,10 @@ TEMPLATE_DB = "migrated_template"
 _db_counter = itertools.count(1)
 
 
-def make_settings(**overrides) -> config.Settings:
+def make_settings(**overrides) -> Settings:
     """Settings as a process would load them, from an explicit environment (no .env file)."""
     environ = {"ENV_FILE": "/nonexistent/.env", **{k: str(v) for k, v in overrides.items()}}
-    return config.load(environ)
+    return load(environ)
 
 
 @pytest.fixture(scope="session")

@@ -440,8 +440,8 @@ def test_the_bot_sent_nothing_the_spec_rejects(api, bot):
 @pytest.mark.parametrize("lang", ["en", "ru"])
 def test_every_user_flow_in_both_languages(api, db, lang):
     """One walk through every user flow, checking each reply is the catalog text of that language."""
-    from addresses import parse_address
-    from texts import t
+    from core.addresses import parse_address
+    from core.i18n import t
     chat = Chat(api, lang=lang)
     assert chat.send("/start")["text"] == t(lang, "welcome", symbol=SYMBOL)
     assert chat.send("/help")["text"] == t(lang, "help")

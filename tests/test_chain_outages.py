@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from web3.exceptions import TransactionNotFound
 
-import chain
+from chain import rpc
 from db import withdrawals
 from db.pool import configure_connection
 from devstack import chaintools, tcpproxy
@@ -449,10 +449,10 @@ def test_frozen_node_during_a_scan_and_a_broadcast_leaves_other_jobs_running(api
 
 # ---------------------------------------------------------------- 4. worker kill -9 around the broadcast
 
-def sign_like_the_worker(db_url: str, rpc_url: str, token_address: str) -> tuple[int, chain.SignedTransfer]:
+def sign_like_the_worker(db_url: str, rpc_url: str, token_address: str) -> tuple[int, rpc.SignedTransfer]:
     """What WithdrawalSender.send_next does up to the commit of SIGNED, through the production modules."""
-    breaker = CircuitBreaker("rpc", 3, 1.0, is_failure=chain.is_transport_failure)
-    node = chain.Chain(chaintools.connect(rpc_url), breaker, token_address=token_address,
+    breaker = CircuitBreaker("rpc", 3, 1.0, is_failure=rpc.is_transport_failure)
+    node = rpc.Chain(chaintools.connect(rpc_url), breaker, token_address=token_address,
                        deposit_address=HOT_WALLET, chain_id=CHAIN_ID, hot_wallet_key=HOT_WALLET_KEY)
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
         configure_connection(conn)

@@ -148,7 +148,7 @@ def test_reverted_withdrawal_is_refunded_once(api, db, db_url, anvil, w3, token6
 
 def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_url, anvil, w3, token6):
     """A crash left the withdrawal SIGNED; meanwhile someone spent that nonce from the hot wallet."""
-    from chain import Chain
+    from chain.rpc import Chain
     from db import withdrawals
     from db.pool import configure_connection
     from dr import CircuitBreaker

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import applog
-import config
-from config import Secret, SecretUrl, load
-from errors import ConfigError
+from core import logs
+from core import settings as config
+from core.settings import Secret, SecretUrl, load
+from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -139,7 +139,7 @@ def test_secret_equality_and_url_redaction():
 def test_log_records_are_redacted(capsys):
     settings = load(env(BOT_TOKEN=TOKEN, HOT_WALLET_PRIVATE_KEY=KEY,
                         DATABASE_URL=f"postgresql://bot:{DB_PASSWORD}@127.0.0.1/bot"))
-    applog.configure(settings)
+    logs.configure(settings)
     log = logging.getLogger("test.redaction")
     log.error("calling https://api.telegram.org/bot%s/getMe with key %s", TOKEN, KEY)
     try:

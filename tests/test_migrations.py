@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from db import migrate
-from errors import MigrationError
+from core.errors import MigrationError
 
 ROOT = Path(__file__).resolve().parent.parent
 

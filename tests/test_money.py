@@ -1,8 +1,8 @@
 """Amount parsing and formatting: integer base units only, decimals 6 and 18."""
 import pytest
 
-from errors import AmountError
-from money import format_amount, parse_amount
+from core.errors import AmountError
+from core.amounts import format_amount, parse_amount
 
 
 @pytest.mark.parametrize("text, decimals, units", [

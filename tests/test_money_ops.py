@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
+from core.errors import DatabaseError, InsufficientFunds, InvalidTransition, NotFound, WalletInUse
 from db import deposits, ledger, levels, users, withdrawals
 from db.deposits import Transfer
 from db.pool import transaction
-from errors import DatabaseError, InsufficientFunds, InvalidTransition, NotFound, WalletInUse
 
 ROUNDS = 20
 THREADS = 50
@@ -27,6 +27,15 @@ def new_user(pool, balance: int = 0, wallet: str | None = None) -> int:
             ledger.post(conn, user_id=user_id, amount=balance, kind="adjustment",
                         reference="test", key=f"test:funding:{user_id}")
     return user_id
+
+
+def request_withdrawal(conn, **request) -> dict:
+    """A new withdrawal request, as one confirmation tap creates it (a fresh request key)."""
+    return withdrawals.request_once(conn, request_key=f"test:{secrets.token_hex(8)}", **request).withdrawal
+
+
+def ledger_entries(conn, user_id: int) -> list[dict]:
+    return conn.execute("SELECT * FROM ledger_entries WHERE user_id = %s ORDER BY id DESC", (user_id,)).fetchall()
 
 
 def random_address() -> str:
@@ -69,8 +78,8 @@ def test_fifty_concurrent_withdrawals_against_a_balance_for_one(pool):
 
         def withdraw(_index):
             with transaction(pool) as conn:
-                return withdrawals.request(conn, user_id=user_id, amount=9 * UNIT, fee=UNIT,
-                                           to_address=random_address(), auto_approve_max=0)
+                return request_withdrawal(conn, user_id=user_id, amount=9 * UNIT, fee=UNIT,
+                                          to_address=random_address(), auto_approve_max=0)
 
         results = run_concurrently(THREADS, withdraw)
         succeeded = [r for r in results if isinstance(r, dict)]
@@ -79,9 +88,9 @@ def test_fifty_concurrent_withdrawals_against_a_balance_for_one(pool):
         assert balance_of(pool, user_id) == 0
         with transaction(pool) as conn:
             assert len(withdrawals.for_user(conn, user_id)) == 1
-            holds = [e for e in ledger.entries(conn, user_id) if e["kind"] == "withdrawal_hold"]
+            holds = [e for e in ledger_entries(conn, user_id) if e["kind"] == "withdrawal_hold"]
             assert [e["amount"] for e in holds] == [-10 * UNIT]
-            assert all(e["balance_after"] >= 0 for e in ledger.entries(conn, user_id))
+            assert all(e["balance_after"] >= 0 for e in ledger_entries(conn, user_id))
 
 
 def test_balance_never_negative_even_for_direct_sql(pool):
@@ -135,7 +144,7 @@ def test_same_transfer_credited_once_concurrently(pool):
         with transaction(pool) as conn:
             rows = deposits.for_user(conn, user_id)
             assert sorted(r["status"] for r in rows) == ["CONFIRMED", "PENDING", "PENDING"]
-            assert len([e for e in ledger.entries(conn, user_id) if e["kind"] == "deposit"]) == 1
+            assert len([e for e in ledger_entries(conn, user_id) if e["kind"] == "deposit"]) == 1
 
 
 def test_transfer_attaches_to_oldest_matching_request(pool):
@@ -183,8 +192,8 @@ def test_refund_happens_once_however_often_retried(pool):
     for _ in range(ROUNDS):
         user_id = new_user(pool, balance=100 * UNIT)
         with transaction(pool) as conn:
-            withdrawal = withdrawals.request(conn, user_id=user_id, amount=60 * UNIT, fee=2 * UNIT,
-                                             to_address=random_address(), auto_approve_max=0)
+            withdrawal = request_withdrawal(conn, user_id=user_id, amount=60 * UNIT, fee=2 * UNIT,
+                                            to_address=random_address(), auto_approve_max=0)
         assert balance_of(pool, user_id) == 38 * UNIT
 
         def reject(index):
@@ -199,15 +208,15 @@ def test_refund_happens_once_however_often_retried(pool):
                 assert not withdrawals.reject(conn, withdrawal["id"], admin_id=1, reason="again").changed
         assert balance_of(pool, user_id) == 100 * UNIT
         with transaction(pool) as conn:
-            refunds = [e for e in ledger.entries(conn, user_id) if e["kind"] == "withdrawal_refund"]
+            refunds = [e for e in ledger_entries(conn, user_id) if e["kind"] == "withdrawal_refund"]
             assert [e["amount"] for e in refunds] == [62 * UNIT]
 
 
 def test_failed_withdrawal_refunds_once(pool):
     user_id = new_user(pool, balance=10 * UNIT)
     with transaction(pool) as conn:
-        withdrawal = withdrawals.request(conn, user_id=user_id, amount=4 * UNIT, fee=0,
-                                         to_address=random_address(), auto_approve_max=5 * UNIT)
+        withdrawal = request_withdrawal(conn, user_id=user_id, amount=4 * UNIT, fee=0,
+                                        to_address=random_address(), auto_approve_max=5 * UNIT)
         assert withdrawal["status"] == "APPROVED"
         withdrawals.mark_signed(conn, withdrawal["id"], nonce=7, tx_hash="0x" + "ab" * 32, raw_tx=b"\x01\x02")
         withdrawals.mark_broadcast(conn, withdrawal["id"])
@@ -219,8 +228,8 @@ def test_failed_withdrawal_refunds_once(pool):
 def test_confirm_and_state_machine(pool):
     user_id = new_user(pool, balance=10 * UNIT)
     with transaction(pool) as conn:
-        w = withdrawals.request(conn, user_id=user_id, amount=3 * UNIT, fee=UNIT,
-                                to_address=random_address(), auto_approve_max=0)
+        w = request_withdrawal(conn, user_id=user_id, amount=3 * UNIT, fee=UNIT,
+                               to_address=random_address(), auto_approve_max=0)
         assert w["status"] == "REQUESTED"
         with pytest.raises(InvalidTransition):
             withdrawals.mark_signed(conn, w["id"], nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x")
@@ -242,8 +251,8 @@ def test_confirm_and_state_machine(pool):
 def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
     user_id = new_user(pool, balance=10 * UNIT)
     with transaction(pool) as conn:
-        w = withdrawals.request(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
-                                auto_approve_max=UNIT)
+        w = request_withdrawal(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
+                               auto_approve_max=UNIT)
         withdrawals.mark_signed(conn, w["id"], nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first")
     with pytest.raises(DatabaseError, match="never replaced"):
         with transaction(pool) as conn:
@@ -254,8 +263,8 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
     other = new_user(pool, balance=10 * UNIT)
     with pytest.raises(DatabaseError, match="UniqueViolation"):  # a nonce is never used twice
         with transaction(pool) as conn:
-            w2 = withdrawals.request(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
-                                     auto_approve_max=UNIT)
+            w2 = request_withdrawal(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
+                                    auto_approve_max=UNIT)
             withdrawals.mark_signed(conn, w2["id"], nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x")
 
 
@@ -284,7 +293,7 @@ def test_level_versions(pool):
 
 @pytest.mark.parametrize("text", ["", "10", "10-5", "10-99,50-200", "a-b", "-5-10", "10-99,,"])
 def test_bad_level_ranges(text):
-    from errors import AmountError
+    from core.errors import AmountError
     with pytest.raises(AmountError):
         levels.parse_ranges(text)
 

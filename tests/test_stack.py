@@ -7,7 +7,7 @@ import redis
 
 from db.pool import open_pool, transaction
 from devstack import procs
-from errors import DatabaseOperationalError
+from core.errors import DatabaseOperationalError
 from tests.conftest import make_settings
 
 

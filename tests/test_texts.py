@@ -1,10 +1,15 @@
 """The i18n catalog: both languages for every key, same placeholders, and the #id contract."""
 import re
+import string
 
 import pytest
 
-import keyboards
-from texts import CATALOG, LANGUAGES, placeholders, t
+from core.i18n import CATALOG, LANGUAGES, t
+from handlers import keyboards
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
 @pytest.mark.parametrize("key", sorted(CATALOG))
@@ -46,8 +51,8 @@ def test_keyboard_callback_data_fits_telegram_limit():
 
 
 def test_database_errors_map_to_replies_by_type():
-    from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
-    from middlewares import error_reply_key
+    from core.errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
+    from handlers.middlewares import error_reply_key
     assert error_reply_key(DatabaseOperationalError("x")) == "db_operational"
     assert error_reply_key(DatabaseInterfaceError("x")) == "db_interface"
     assert error_reply_key(DatabaseError("x")) == "db_error"

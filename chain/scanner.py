@@ -7,8 +7,8 @@ none credited twice (the (tx_hash, log_index) key would refuse it anyway).
 import logging
 from datetime import timedelta
 
+from chain.rpc import RangeRefused
 from db import chain_cursor, deposits, ledger, notifications
-from chain import RangeRefused
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,18 @@
 """User commands, buttons and dialogs. Each handler takes (ctx, message|call, data).
 
 `data` comes from the session middleware: data["user"] is the user's row (None
-before /start) and data["lang"] their language. Every reply comes from texts.py.
+before /start) and data["lang"] their language. Every reply comes from core/i18n.py.
 """
 import logging
 import secrets
 from datetime import timedelta
 
-import keyboards
-from addresses import canonical, is_zero, parse_address
+from core.addresses import canonical, is_zero, parse_address
+from core.amounts import parse_amount
+from core.errors import AddressError, AmountError, InsufficientFunds, WalletInUse
+from core.i18n import language_from_telegram, t
 from db import deposits, levels, system_settings, users, withdrawals
-from errors import AddressError, AmountError, InsufficientFunds, WalletInUse
-from money import parse_amount
-from texts import t
+from handlers import keyboards
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,6 @@ DEPOSIT_AMOUNT = "deposit_amount"
 WITHDRAW_AMOUNT = "withdraw_amount"
 WITHDRAW_ADDRESS = "withdraw_address"
 WITHDRAW_CONFIRM = "withdraw_confirm"
-
-
-def language_from_telegram(code: str | None, default: str) -> str:
-    if not code:
-        return default
-    return "ru" if code.lower().startswith("ru") else "en"
 
 
 def command_args(message) -> list[str]:

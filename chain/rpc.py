@@ -1,4 +1,4 @@
-"""Token contract access over JSON-RPC (web3.py 8): explicit timeouts, no hidden retries.
+"""The web3 client: token contract access over JSON-RPC (web3.py 8), explicit timeouts, no hidden retries.
 
 Every call to the node goes through the circuit breaker the caller injects.
 Errors are classified once, here: transport failures (no usable answer) are
@@ -6,7 +6,6 @@ outages and count against the breaker; Web3RPCError/ContractLogicError mean the
 node answered and do not.
 """
 import json
-import logging
 from dataclasses import dataclass
 
 import requests
@@ -15,8 +14,6 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
 from db.deposits import Transfer
-
-log = logging.getLogger(__name__)
 
 ERC20_ABI = [
     {"name": "decimals", "type": "function", "stateMutability": "view", "inputs": [],
@@ -37,10 +34,6 @@ NONCE_TOO_LOW_HINTS = ("nonce too low", "nonce is too low", "invalid nonce")
 SENT, ALREADY_KNOWN, NONCE_USED = "sent", "already known", "nonce used"
 
 
-class RpcUnavailable(Exception):
-    """The RPC node could not be reached or gave no usable answer."""
-
-
 class RangeRefused(Exception):
     """The node refused an eth_getLogs range (too many blocks or results)."""
 
@@ -51,13 +44,6 @@ def is_transport_failure(exc: BaseException) -> bool:
         status = exc.response.status_code if exc.response is not None else 500
         return status >= 500 or status == 429
     return isinstance(exc, (requests.RequestException, json.JSONDecodeError))
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    address: str
-    symbol: str
-    decimals: int
 
 
 @dataclass(frozen=True)
@@ -72,19 +58,6 @@ def connect(settings) -> Web3:
     provider = Web3.HTTPProvider(settings.rpc_url.reveal(), request_kwargs={"timeout": settings.rpc_timeout_s},
                                  exception_retry_configuration=None)
     return Web3(provider)
-
-
-def read_token_info(w3: Web3, token_address: str) -> TokenInfo:
-    """Symbol and decimals from the token contract; RpcUnavailable when the node does not answer."""
-    contract = w3.eth.contract(address=Web3.to_checksum_address(token_address), abi=ERC20_ABI)
-    try:
-        decimals = contract.functions.decimals().call()
-        symbol = contract.functions.symbol().call()
-    except Exception as exc:
-        if is_transport_failure(exc):
-            raise RpcUnavailable(type(exc).__name__) from exc
-        raise
-    return TokenInfo(token_address, symbol, int(decimals))
 
 
 class Chain:

@@ -33,6 +33,14 @@ class DatabaseInterfaceError(DatabaseError):
     """The client side of the connection is broken (mirrors psycopg.InterfaceError)."""
 
 
+class TokenInfoUnavailable(AppError):
+    """The token's symbol and decimals can be read neither from the RPC nor from the cached copy."""
+
+
+class BreakerOpen(AppError):
+    """A circuit breaker considers its dependency down; the call was not attempted."""
+
+
 class MoneyRuleError(AppError):
     """A money operation was refused because it would break a money rule."""
 

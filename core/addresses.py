@@ -3,7 +3,7 @@ import re
 
 from eth_utils import to_checksum_address
 
-from errors import AddressError
+from core.errors import AddressError
 
 ZERO_ADDRESS = "0x" + "0" * 40
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")

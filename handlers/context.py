@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from telebot import TeleBot
 
-import tg
-from chain import TokenInfo
-from config import SettingsWatcher
+from botapi import client
+from chain.token import TokenInfo
+from core.amounts import format_amount
+from core.i18n import t
+from core.settings import SettingsWatcher
 from db import service_status, users
 from db.pool import transaction
 from dr import DialogStore, RateLimiter
-from money import format_amount
-from texts import t
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class Context:
     def send(self, chat_id: int, text: str, markup=None):
         """Send a plain-text message; a user who blocked the bot is marked, nothing raised."""
         try:
-            return tg.call(self.bot.send_message, chat_id, text, reply_markup=markup)
-        except tg.SendFailed as exc:
+            return client.call(self.bot.send_message, chat_id, text, reply_markup=markup)
+        except client.SendFailed as exc:
             if exc.blocked:
                 self._mark_blocked(chat_id)
             log.warning("send to chat %s failed: %s", chat_id, exc)
@@ -98,14 +98,14 @@ class Context:
 
     def edit(self, chat_id: int, message_id: int, text: str, markup=None) -> None:
         try:
-            tg.call(self.bot.edit_message_text, text, chat_id, message_id, reply_markup=markup)
-        except tg.SendFailed as exc:
+            client.call(self.bot.edit_message_text, text, chat_id, message_id, reply_markup=markup)
+        except client.SendFailed as exc:
             log.info("edit of message %s in chat %s failed: %s", message_id, chat_id, exc)
 
     def answer(self, callback_id: str, text: str | None = None) -> None:
         try:
-            tg.call(self.bot.answer_callback_query, callback_id, text=text)
-        except tg.SendFailed as exc:
+            client.call(self.bot.answer_callback_query, callback_id, text=text)
+        except client.SendFailed as exc:
             log.info("answerCallbackQuery failed: %s", exc)
 
     def _mark_blocked(self, chat_id: int) -> None:

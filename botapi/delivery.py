@@ -1,9 +1,9 @@
 """Deliver queued notifications through the Bot API, in each user's language."""
 import logging
 
-import tg
+from botapi import client
+from core.i18n import CATALOG, t
 from db import notifications, users
-from texts import CATALOG, t
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def _deliver_one(wctx, row: dict) -> int:
         _record_failure(wctx, row, f"unknown text key {key!r}", permanent=True)
         return 0
     try:
-        tg.call(wctx.bot.send_message, row["chat_id"], t(language, key, **payload.get("values", {})))
-    except tg.SendFailed as exc:
+        client.call(wctx.bot.send_message, row["chat_id"], t(language, key, **payload.get("values", {})))
+    except client.SendFailed as exc:
         _record_failure(wctx, row, str(exc), permanent=exc.permanent, blocked=exc.blocked)
         return 0
     with wctx.transaction() as conn:

@@ -9,10 +9,9 @@ import logging
 from telebot.handler_backends import BaseMiddleware, CancelUpdate, SkipHandler
 
 import dr
+from core.errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
+from core.i18n import language_from_telegram, t
 from db import blacklist, users
-from errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
-from texts import t
-from userflows import language_from_telegram
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,12 @@
 import functools
 import logging
 
-import keyboards
-import notifier
-import userflows
+from botapi import delivery
+from core.amounts import parse_amount
+from core.errors import AmountError, InvalidTransition, NotFound
+from core.i18n import t
 from db import audit, blacklist, deposits, levels, notifications, service_status, stats, system_settings, withdrawals
-from errors import AmountError, InvalidTransition, NotFound
-from money import parse_amount
-from texts import t
+from handlers import keyboards, userflows
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def decide(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, acti
         ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
         return
     ctx.say(chat_id, lang, DONE_KEYS[action], id=withdrawal_id)
-    notifier.deliver(ctx, [notice])
+    delivery.deliver(ctx, [notice])
 
 
 def _report_state(ctx, chat_id: int, lang: str, withdrawal_id: int) -> None:

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import dotenv_values
 from eth_account import Account
 
-from addresses import ZERO_ADDRESS, parse_address
-from errors import AddressError, AmountError, ConfigError
-from money import parse_amount
+from core.addresses import ZERO_ADDRESS, parse_address
+from core.amounts import parse_amount
+from core.errors import AddressError, AmountError, ConfigError
 
 ENV_FILE_DEFAULT = "./.env"
 LANGUAGES = ("ru", "en")

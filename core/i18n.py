@@ -4,8 +4,6 @@ Contract: a deposit or withdrawal id is written #<id> and `#` marks nothing else
 amounts are plain decimals followed by the token symbol. Texts are plain (no
 parse_mode), so user-supplied values can never break markup.
 """
-import string
-
 LANGUAGES = ("en", "ru")
 
 CATALOG = {
@@ -297,5 +295,8 @@ def t(language: str, key: str, **values) -> str:
     return entry.get(language, entry["en"]).format(**values)
 
 
-def placeholders(text: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+def language_from_telegram(code: str | None, default: str) -> str:
+    """The catalog language for Telegram's language_code: Russian for ru*, English otherwise."""
+    if not code:
+        return default
+    return "ru" if code.lower().startswith("ru") else "en"

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from telebot.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from texts import t
+from core.i18n import t
 
 MENU_ACTIONS = ("deposit", "balance", "withdraw", "history", "wallet", "lang")
 _PATTERNS = {

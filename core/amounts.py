@@ -1,7 +1,7 @@
 """Token amounts: integer base units inside, plain decimal text outside. No floats anywhere."""
 import re
 
-from errors import AmountError
+from core.errors import AmountError
 
 MAX_DECIMALS = 36
 MAX_INTEGER_DIGITS = 18  # 10**18 whole tokens is far beyond any real supply

@@ -1,0 +1,55 @@
+"""The worker's context: what its jobs (and `dr.py recover`) need, built in one place.
+
+The RPC circuit breaker is injected by the caller: it lives in dr.py, above this layer.
+"""
+import logging
+import threading
+from dataclasses import dataclass
+
+from telebot import TeleBot
+
+from botapi import client
+from chain.rpc import Chain, connect
+from chain.token import TokenInfo
+from core.amounts import format_amount
+from core.settings import SettingsWatcher
+from db.pool import open_pool, transaction
+from runtime.startup import token_info_or_exit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    watcher: SettingsWatcher
+    pool: object
+    chain: Chain
+    bot: TeleBot
+    token: TokenInfo
+    stop: threading.Event
+
+    @property
+    def settings(self):
+        return self.watcher.current()
+
+    def transaction(self):
+        return transaction(self.pool)
+
+    def amount(self, units: int) -> str:
+        return format_amount(int(units), self.token.decimals)
+
+    def stopping(self) -> bool:
+        return self.stop.is_set()
+
+
+def build_worker_context(settings, application_name: str, rpc_breaker) -> WorkerContext:
+    """Pool, token, the chain client guarded by `rpc_breaker`, and the Bot API client."""
+    pool = open_pool(settings, application_name)
+    token = token_info_or_exit(settings, pool, application_name)
+    node = Chain(connect(settings), rpc_breaker, token_address=settings.token_address,
+                 deposit_address=settings.deposit_address, chain_id=settings.chain_id,
+                 hot_wallet_key=settings.hot_wallet_private_key.reveal())
+    client.configure(settings.telegram_api_url)
+    watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
+    return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
+                         bot=TeleBot(settings.bot_token.reveal(), threaded=False))

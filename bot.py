@@ -15,13 +15,14 @@ from telebot import TeleBot, apihelper
 from telebot.types import BotCommand
 
 from botapi import client
+from chain.rpc import Chain, connect
 from core.amounts import parse_amount
 from core.errors import AmountError, DatabaseError
 from core.i18n import t
 from core.settings import SettingsWatcher
 from db.pool import open_pool
-from dr import DialogStore, RateLimiter, redis_client
-from handlers import adminflows, keyboards, userflows
+from dr import DialogStore, RateLimiter, redis_client, rpc_breaker
+from handlers import adminflows, keyboards, userflows, walletflows
 from handlers.context import Context
 from handlers.middlewares import SessionMiddleware
 from runtime import startup
@@ -48,13 +49,14 @@ def register_handlers(bot: TeleBot, ctx: Context) -> None:
     """Wire every command, the dialog text handler and the button router."""
     commands = {
         "start": userflows.start, "help": userflows.help_, "cancel": userflows.cancel, "lang": userflows.lang,
-        "wallet": userflows.wallet, "deposit": userflows.deposit, "balance": userflows.balance,
+        "wallet": walletflows.wallet, "deposit": userflows.deposit, "balance": userflows.balance,
         "history": userflows.history, "withdraw": userflows.withdraw,
+        "canceldeposit": userflows.cancel_deposit, "cancelwithdrawal": userflows.cancel_withdrawal_request,
         "pending": adminflows.pending, "approve": adminflows.approve, "reject": adminflows.reject,
         "ban": adminflows.ban, "unban": adminflows.unban, "levels": adminflows.show_levels,
         "setlevels": adminflows.set_levels, "settings": adminflows.show_settings, "set": adminflows.set_setting,
         "stats": adminflows.show_stats, "status": adminflows.show_status,
-        "unattributed": adminflows.show_unattributed,
+        "unattributed": adminflows.show_unattributed, "assign": adminflows.assign_deposit,
     }
     for name, handler in commands.items():
         bot.register_message_handler(functools.partial(handler, ctx), commands=[name])
@@ -180,9 +182,11 @@ def main() -> int:
     bot = TeleBot(settings.bot_token.reveal(), threaded=True, num_threads=HANDLER_THREADS,
                   use_class_middlewares=True, state_storage=dialogs)
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
+    node = Chain(connect(settings), rpc_breaker(settings), token_address=settings.token_address,
+                 deposit_address=settings.deposit_address, chain_id=settings.chain_id)  # reads the head only
     ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs,
                   limiter=RateLimiter(redis, settings.rate_limit_updates, settings.rate_limit_window_s),
-                  token=token, bot_id=int(settings.bot_token.reveal().split(":")[0]))
+                  token=token, chain=node, bot_id=int(settings.bot_token.reveal().split(":")[0]))
     bot.setup_middleware(SessionMiddleware(ctx))
     register_handlers(bot, ctx)
     register_commands(bot)

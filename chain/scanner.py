@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 from chain.rpc import RangeRefused
-from db import chain_cursor, deposits, ledger, notifications
+from db import chain_cursor, deposits, ledger, notifications, wallets
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,18 @@ class DepositMonitor:
                 elif result.credited:
                     log.warning("unattributed transfer of %s from %s (deposit #%s)", transfer.amount,
                                 transfer.from_address, deposit["id"])
+                    self._notify_sent_before_proof(conn, deposit, symbol)
             chain_cursor.set_cursor(conn, stream_name(self.wctx.chain), end, end_hash)
         return len(transfers)
+
+    def _notify_sent_before_proof(self, conn, deposit: dict, symbol: str) -> None:
+        """The address's owner proved it only after this transfer was mined: an admin decides."""
+        binding = wallets.current_for_address(conn, deposit["from_address"])
+        if binding is None:
+            return
+        notifications.enqueue(conn, binding["user_id"], "notify_sent_before_proof",
+                              {"id": deposit["id"], "amount": self.wctx.amount(deposit["credited_amount"]),
+                               "symbol": symbol}, f"deposit-before-proof:{deposit['id']}")
 
     def _notify_credit(self, conn, deposit: dict, decimals: int, symbol: str) -> None:
         balance = ledger.balance(conn, deposit["user_id"])

@@ -17,6 +17,10 @@ class AddressError(AppError, ValueError):
     """Text that is not an acceptable EVM address."""
 
 
+class SignatureError(AppError, ValueError):
+    """Text that is not a well-formed signature (0x followed by 130 hex digits)."""
+
+
 class MigrationError(AppError):
     """The migrations on disk and the database disagree, or the database is behind."""
 
@@ -59,3 +63,7 @@ class InvalidTransition(MoneyRuleError):
 
 class WalletInUse(AppError):
     """The wallet address is already bound to another user."""
+
+
+class RebindRefused(MoneyRuleError):
+    """The user has open deposit requests or withdrawals in flight, so the wallet cannot change now."""

@@ -15,20 +15,24 @@ CATALOG = {
     "help": {
         "en": ("Commands:\n/start - main menu\n/deposit [amount] - deposit\n/balance - balance\n"
                "/withdraw [all|amount] [address] - withdraw\n/history - last operations\n"
-               "/wallet [address] - bind your wallet\n/lang [ru|en] - language\n/cancel - leave a dialog\n"
-               "/help - this list"),
+               "/wallet [address] [signature] - bind your wallet (you sign a text to prove it is yours)\n"
+               "/canceldeposit <id> - cancel an open deposit request\n"
+               "/cancelwithdrawal <id> - cancel a withdrawal waiting for approval\n"
+               "/lang [ru|en] - language\n/cancel - leave a dialog\n/help - this list"),
         "ru": ("Команды:\n/start - главное меню\n/deposit [сумма] - пополнить\n/balance - баланс\n"
                "/withdraw [all|сумма] [адрес] - вывести\n/history - последние операции\n"
-               "/wallet [адрес] - привязать кошелёк\n/lang [ru|en] - язык\n/cancel - выйти из диалога\n"
-               "/help - этот список"),
+               "/wallet [адрес] [подпись] - привязать кошелёк (вы подписываете текст, чтобы подтвердить владение)\n"
+               "/canceldeposit <id> - отменить открытую заявку на пополнение\n"
+               "/cancelwithdrawal <id> - отменить вывод, ожидающий одобрения\n"
+               "/lang [ru|en] - язык\n/cancel - выйти из диалога\n/help - этот список"),
     },
     "admin_help": {
         "en": ("Admin commands:\n/pending\n/approve <id>\n/reject <id> [reason]\n/ban <user_id> [reason]\n"
                "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <key> <value>\n"
-               "/stats\n/status\n/unattributed"),
+               "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
         "ru": ("Команды администратора:\n/pending\n/approve <id>\n/reject <id> [причина]\n/ban <user_id> [причина]\n"
                "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <ключ> <значение>\n"
-               "/stats\n/status\n/unattributed"),
+               "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
     },
     "unknown_command": {
         "en": "Unknown command. Send /help for the list of commands.",
@@ -98,6 +102,46 @@ CATALOG = {
         "ru": "Отправьте адрес вашего EVM-кошелька (0x и 40 шестнадцатеричных цифр). /cancel - отмена.",
     },
     "wallet_bound": {"en": "Wallet bound: {address}", "ru": "Кошелёк привязан: {address}"},
+    "wallet_sign": {
+        "en": ("To prove that {address} is yours, sign the next message with that wallet, exactly as written "
+               "(in any wallet: \"Sign message\", personal_sign). Then send the signature here: 0x followed by "
+               "130 hex digits. /cancel to stop."),
+        "ru": ("Чтобы подтвердить, что {address} принадлежит вам, подпишите следующее сообщение этим кошельком "
+               "точно как оно написано (в любом кошельке: \"Подписать сообщение\", personal_sign). Затем отправьте "
+               "подпись сюда: 0x и 130 шестнадцатеричных цифр. /cancel - отмена."),
+    },
+    "wallet_signature_malformed": {
+        "en": "That is not a signature: it must be 0x followed by 130 hex digits. Nothing was bound.",
+        "ru": "Это не подпись: нужно 0x и 130 шестнадцатеричных цифр. Ничего не привязано.",
+    },
+    "wallet_signature_wrong": {
+        "en": ("This signature was not made by {address} over the text sent above. Nothing was bound. "
+               "Sign that exact text with the wallet {address} and send the signature again."),
+        "ru": ("Эта подпись сделана не кошельком {address} или не для присланного выше текста. Ничего не привязано. "
+               "Подпишите именно этот текст кошельком {address} и отправьте подпись снова."),
+    },
+    "wallet_binding_paused": {
+        "en": ("The blockchain is under maintenance or unreachable, so wallets cannot be bound right now. "
+               "Nothing was bound; send the signature again later."),
+        "ru": ("Блокчейн на обслуживании или недоступен, поэтому привязать кошелёк сейчас нельзя. "
+               "Ничего не привязано; отправьте подпись позже."),
+    },
+    "wallet_rebind_blocked": {
+        "en": ("Your wallet cannot change while money is on its way: {items}. Cancel an open deposit request with "
+               "/canceldeposit <id> or a withdrawal waiting for approval with /cancelwithdrawal <id>, "
+               "or wait until they finish."),
+        "ru": ("Кошелёк нельзя сменить, пока есть незавершённые операции: {items}. Отмените заявку на пополнение "
+               "командой /canceldeposit <id> или вывод, ожидающий одобрения, командой /cancelwithdrawal <id>, "
+               "либо дождитесь их завершения."),
+    },
+    "wallet_blocker_deposit": {"en": "deposit request #{id}", "ru": "заявка на пополнение #{id}"},
+    "wallet_blocker_withdrawal": {"en": "withdrawal #{id}", "ru": "вывод #{id}"},
+    "wallet_earlier_transfers": {
+        "en": ("Transfers from this wallet that were made before you proved it wait for an admin to check them: "
+               "{items}."),
+        "ru": ("Переводы с этого кошелька, сделанные до подтверждения, ждут проверки администратором: {items}."),
+    },
+    "wallet_earlier_item": {"en": "#{id} {amount} {symbol}", "ru": "#{id} {amount} {symbol}"},
     "wallet_invalid": {
         "en": "That is not a valid address: {reason}. Send 0x followed by 40 hex digits.",
         "ru": "Это не корректный адрес: {reason}. Отправьте 0x и 40 шестнадцатеричных цифр.",
@@ -191,6 +235,24 @@ CATALOG = {
         "en": "Withdrawals are temporarily unavailable. Your balance is safe; please try again later.",
         "ru": "Вывод временно недоступен. Ваш баланс в безопасности, попробуйте позже.",
     },
+    "usage_cancel": {
+        "en": "Usage: /canceldeposit <id> or /cancelwithdrawal <id>",
+        "ru": "Использование: /canceldeposit <id> или /cancelwithdrawal <id>",
+    },
+    "deposit_cancelled": {"en": "Deposit request #{id} cancelled.", "ru": "Заявка на пополнение #{id} отменена."},
+    "deposit_cancel_none": {
+        "en": "You have no open deposit request #{id}.",
+        "ru": "У вас нет открытой заявки на пополнение #{id}.",
+    },
+    "withdraw_cancelled": {
+        "en": "Withdrawal #{id} cancelled. {total} {symbol} returned to your balance.",
+        "ru": "Вывод #{id} отменён. {total} {symbol} возвращены на баланс.",
+    },
+    "withdraw_cancel_refused": {
+        "en": "Withdrawal #{id} can no longer be cancelled: it is {status}.",
+        "ru": "Вывод #{id} уже нельзя отменить: статус - {status}.",
+    },
+    "withdraw_cancel_none": {"en": "You have no withdrawal #{id}.", "ru": "У вас нет вывода #{id}."},
     "usage_withdraw": {
         "en": "Usage: /withdraw [all|amount] [address]",
         "ru": "Использование: /withdraw [all|сумма] [адрес]",
@@ -241,6 +303,7 @@ CATALOG = {
     "status_BROADCAST": {"en": "sent, waiting for confirmations", "ru": "отправлено, ждёт подтверждений"},
     "status_REJECTED": {"en": "rejected", "ru": "отклонено"},
     "status_FAILED": {"en": "failed, refunded", "ru": "не удалось, средства возвращены"},
+    "status_CANCELLED": {"en": "cancelled", "ru": "отменено"},
     # --- admin
     "admin_pending_empty": {"en": "No withdrawals wait for approval.", "ru": "Нет выводов, ожидающих одобрения."},
     "admin_pending_item": {
@@ -276,6 +339,32 @@ CATALOG = {
     "maintenance_auto": {"en": "on (automatic: RPC failing, breaker {state})", "ru": "включено (автоматически: RPC недоступен, предохранитель {state})"},
     "unknown": {"en": "unknown", "ru": "неизвестно"},
     "funds_short": {"en": "SHORT of funds, withdrawals wait", "ru": "НЕ ХВАТАЕТ средств, выводы ждут"},
+    "admin_assigned": {
+        "en": "Deposit #{id} ({amount} {symbol}) credited to user {user_id}.",
+        "ru": "Пополнение #{id} ({amount} {symbol}) зачислено пользователю {user_id}.",
+    },
+    "admin_assign_already": {
+        "en": "Deposit #{id} already belongs to user {user_id}; nothing was credited now.",
+        "ru": "Пополнение #{id} уже принадлежит пользователю {user_id}; сейчас ничего не зачислено.",
+    },
+    "admin_assign_not_found": {
+        "en": "Deposit #{id} is not a recorded transfer.",
+        "ru": "Пополнение #{id} не является записанным переводом.",
+    },
+    "admin_assign_no_user": {
+        "en": "User {user_id} has not started the bot yet; nothing was credited.",
+        "ru": "Пользователь {user_id} ещё не запускал бота; ничего не зачислено.",
+    },
+    "notify_sent_before_proof": {
+        "en": ("Deposit #{id} of {amount} {symbol} from your wallet was sent before you proved the wallet, "
+               "so it is not credited automatically; an admin will check it."),
+        "ru": ("Пополнение #{id} на {amount} {symbol} с вашего кошелька отправлено до подтверждения кошелька, "
+               "поэтому не зачислено автоматически; его проверит администратор."),
+    },
+    "notify_deposit_assigned": {
+        "en": "Deposit #{id} of {amount} {symbol} was checked by an admin and credited. Balance: {balance} {symbol}.",
+        "ru": "Пополнение #{id} на {amount} {symbol} проверено администратором и зачислено. Баланс: {balance} {symbol}.",
+    },
     "admin_unattributed_empty": {"en": "No unattributed transfers.", "ru": "Нет неопознанных переводов."},
     "admin_unattributed_item": {
         "en": "#{id} {amount} {symbol} from {address}, tx {tx_hash}",

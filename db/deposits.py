@@ -4,12 +4,14 @@ from dataclasses import dataclass
 import psycopg
 
 from core.addresses import canonical
+from core.errors import InvalidTransition, NotFound
 from db import ledger, users
 
 PENDING = "PENDING"
 PENDING_NETWORK_RECOVERY = "PENDING_NETWORK_RECOVERY"
 CONFIRMED = "CONFIRMED"
 EXPIRED = "EXPIRED"
+CANCELLED = "CANCELLED"
 OPEN_STATUSES = (PENDING, PENDING_NETWORK_RECOVERY)
 
 SQL_CREATE_REQUEST = """
@@ -51,6 +53,21 @@ UPDATE deposits SET status = 'PENDING', expires_at = now() + %s
 WHERE status = 'PENDING_NETWORK_RECOVERY' RETURNING *
 """
 SQL_UNATTRIBUTED = "SELECT * FROM deposits WHERE user_id IS NULL ORDER BY id DESC LIMIT %s"
+SQL_UNATTRIBUTED_FROM = """
+SELECT * FROM deposits WHERE user_id IS NULL AND from_address = %s AND block_number <= %s ORDER BY id
+"""
+# the binding valid when the transfer was mined: proven before its block, not yet ended then
+SQL_OWNER_AT = """
+SELECT user_id FROM wallet_bindings
+WHERE address = %(address)s AND proven_at_block < %(block)s
+  AND (ended_at_block IS NULL OR ended_at_block >= %(block)s)
+"""
+SQL_LOCK = "SELECT * FROM deposits WHERE id = %s FOR UPDATE"
+SQL_ASSIGN = "UPDATE deposits SET user_id = %s WHERE id = %s RETURNING *"
+SQL_CANCEL = """
+UPDATE deposits SET status = 'CANCELLED'
+WHERE id = %s AND user_id = %s AND status IN ('PENDING', 'PENDING_NETWORK_RECOVERY') RETURNING *
+"""
 
 
 @dataclass(frozen=True)
@@ -74,11 +91,18 @@ class CreditResult:
     credited: bool  # False: this transfer had been recorded before; nothing changed now
 
 
+def owner_at(conn, address: str, block: int) -> int | None:
+    """The user whose proven wallet binding covers a transfer from `address` mined in `block`."""
+    row = conn.execute(SQL_OWNER_AT, {"address": canonical(address), "block": block}).fetchone()
+    return row["user_id"] if row else None
+
+
 def create_request(conn, *, user_id: int, amount: int, level_version: int, level: int,
                    ttl, status: str = PENDING) -> dict:
     """Record that the user intends to deposit `amount` base units (ttl: a timedelta)."""
     if status not in OPEN_STATUSES:
         raise ValueError(f"a new request cannot be {status}")
+    users.lock(conn, user_id)  # a wallet rebind waits for this request, or this waits for it
     return conn.execute(SQL_CREATE_REQUEST, {
         "user_id": user_id, "status": status, "amount": amount,
         "level_version": level_version, "level": level, "ttl": ttl}).fetchone()
@@ -96,11 +120,11 @@ def record_transfer(conn, transfer: Transfer) -> CreditResult:
     existing = conn.execute(SQL_BY_TRANSFER, (transfer.tx_hash.lower(), transfer.log_index)).fetchone()
     if existing:
         return CreditResult(existing, False)
-    sender = users.find_by_wallet(conn, transfer.from_address)
+    owner = owner_at(conn, transfer.from_address, transfer.block_number)
     try:
         with conn.transaction():
-            deposit = _attach(conn, transfer, sender["id"] if sender else None)
-            if sender:
+            deposit = _attach(conn, transfer, owner)
+            if owner is not None:
                 _credit(conn, deposit, transfer)
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name != "deposits_tx_hash_log_index_key":
@@ -126,6 +150,33 @@ def _credit(conn, deposit: dict, transfer: Transfer) -> None:
                         reference=f"deposit:{deposit['id']}", key=key)
     if entry is None:  # the ledger has the key but deposits had no row: never paper over that
         raise RuntimeError(f"ledger already holds {key} without a deposit row")
+
+
+def assign(conn, deposit_id: int, user_id: int) -> CreditResult:
+    """Give an unattributed transfer to `user_id` and credit it, once (the transfer's ledger key)."""
+    deposit = conn.execute(SQL_LOCK, (deposit_id,)).fetchone()
+    if deposit is None or deposit["tx_hash"] is None:
+        raise NotFound(f"deposit #{deposit_id} is not a recorded transfer")
+    if deposit["user_id"] is not None:
+        if deposit["user_id"] == user_id:
+            return CreditResult(deposit, False)
+        raise InvalidTransition(f"deposit #{deposit_id} belongs to user {deposit['user_id']}")
+    users.lock(conn, user_id)
+    assigned = conn.execute(SQL_ASSIGN, (user_id, deposit_id)).fetchone()
+    _credit(conn, assigned, Transfer(assigned["tx_hash"], assigned["log_index"], assigned["block_number"],
+                                     assigned["block_hash"], assigned["from_address"],
+                                     int(assigned["credited_amount"])))
+    return CreditResult(assigned, True)
+
+
+def cancel_request(conn, deposit_id: int, user_id: int) -> dict | None:
+    """Cancel the user's own open request; None when it is not theirs or no longer open."""
+    return conn.execute(SQL_CANCEL, (deposit_id, user_id)).fetchone()
+
+
+def unattributed_from(conn, address: str, up_to_block: int) -> list[dict]:
+    """Transfers from `address` mined before its binding was proven, waiting for an admin."""
+    return conn.execute(SQL_UNATTRIBUTED_FROM, (canonical(address), up_to_block)).fetchall()
 
 
 def get(conn, deposit_id: int) -> dict | None:

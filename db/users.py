@@ -1,8 +1,5 @@
-"""Users: registration, language, wallet binding, blocked-the-bot flag."""
-import psycopg
-
-from core.addresses import canonical
-from core.errors import NotFound, WalletInUse
+"""Users: registration, language, blocked-the-bot flag (wallets: db/wallets.py)."""
+from core.errors import NotFound
 
 SQL_UPSERT = """
 INSERT INTO users (id, username, language) VALUES (%(id)s, %(username)s, %(language)s)
@@ -11,9 +8,7 @@ RETURNING *, (xmax = 0) AS created
 """
 SQL_GET = "SELECT * FROM users WHERE id = %s"
 SQL_LOCK = "SELECT * FROM users WHERE id = %s FOR UPDATE"
-SQL_BY_WALLET = "SELECT * FROM users WHERE wallet_address = %s"
 SQL_SET_LANGUAGE = "UPDATE users SET language = %s WHERE id = %s RETURNING *"
-SQL_BIND_WALLET = "UPDATE users SET wallet_address = %s WHERE id = %s RETURNING *"
 SQL_SET_BLOCKED = "UPDATE users SET blocked_bot = %s WHERE id = %s"
 
 
@@ -34,24 +29,8 @@ def lock(conn, user_id: int) -> dict:
     return row
 
 
-def find_by_wallet(conn, address: str) -> dict | None:
-    return conn.execute(SQL_BY_WALLET, (canonical(address),)).fetchone()
-
-
 def set_language(conn, user_id: int, language: str) -> dict:
     row = conn.execute(SQL_SET_LANGUAGE, (language, user_id)).fetchone()
-    if row is None:
-        raise NotFound(f"user {user_id} does not exist")
-    return row
-
-
-def bind_wallet(conn, user_id: int, address: str) -> dict:
-    """Bind `address` to the user; WalletInUse if another user has it (unique index decides)."""
-    try:
-        with conn.transaction():
-            row = conn.execute(SQL_BIND_WALLET, (canonical(address), user_id)).fetchone()
-    except psycopg.errors.UniqueViolation:
-        raise WalletInUse("this address is bound to another user") from None
     if row is None:
         raise NotFound(f"user {user_id} does not exist")
     return row

@@ -17,6 +17,7 @@ BROADCAST = "BROADCAST"
 CONFIRMED = "CONFIRMED"
 REJECTED = "REJECTED"
 FAILED = "FAILED"
+CANCELLED = "CANCELLED"
 
 SQL_INSERT = """
 INSERT INTO withdrawals (user_id, status, amount, fee, to_address, request_key, approved_at)
@@ -34,6 +35,7 @@ SQL_REJECT = """
 UPDATE withdrawals SET status = 'REJECTED', rejected_by = %s, rejected_at = now(), reason = %s
 WHERE id = %s RETURNING *
 """
+SQL_CANCEL = "UPDATE withdrawals SET status = 'CANCELLED', reason = 'cancelled by the user' WHERE id = %s RETURNING *"
 SQL_FAIL = "UPDATE withdrawals SET status = 'FAILED', reason = %s WHERE id = %s RETURNING *"
 SQL_SIGNED = """
 UPDATE withdrawals SET status = 'SIGNED', nonce = %s, tx_hash = %s, raw_tx = %s WHERE id = %s RETURNING *
@@ -96,6 +98,19 @@ def reject(conn, withdrawal_id: int, admin_id: int, reason: str | None) -> Chang
         return Change(current, False)
     _expect(current, REQUESTED, APPROVED)
     row = conn.execute(SQL_REJECT, (admin_id, reason, withdrawal_id)).fetchone()
+    _refund(conn, row)
+    return Change(row, True)
+
+
+def cancel(conn, withdrawal_id: int, user_id: int) -> Change:
+    """The user withdraws their own request before an admin decided; refunded once however often called."""
+    current = lock(conn, withdrawal_id)
+    if current["user_id"] != user_id:
+        raise NotFound(f"withdrawal #{withdrawal_id} does not exist")
+    if current["status"] == CANCELLED:
+        return Change(current, False)
+    _expect(current, REQUESTED)
+    row = conn.execute(SQL_CANCEL, (withdrawal_id,)).fetchone()
     _refund(conn, row)
     return Change(row, True)
 

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from web3 import Web3
 
+from core.wallet_proof import proof_text
 from devstack.anvil import DEV_ACCOUNTS, DEV_MNEMONIC
 
 ARTIFACT_PATH = Path(__file__).resolve().parent.parent / "contracts" / "TestToken.json"
@@ -14,11 +16,14 @@ HTTP_TIMEOUT_S = 10.0
 RECEIPT_TIMEOUT_S = 30.0
 TX_GAS = 3_000_000  # fixed, so a transfer that reverts is still mined (estimateGas would refuse it)
 
-def dev_private_keys(count: int = DEV_ACCOUNTS) -> list[str]:
-    """Keys of anvil's dev accounts, derived from its public test mnemonic (never real money)."""
+def dev_private_keys(count: int = DEV_ACCOUNTS, first: int = 0) -> list[str]:
+    """Keys of anvil's dev accounts, derived from its public test mnemonic (never real money).
+
+    Indexes past DEV_ACCOUNTS give more keys of the same mnemonic: unfunded, fine for signing.
+    """
     Account.enable_unaudited_hdwallet_features()
     return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key.to_0x_hex()
-            for index in range(count)]
+            for index in range(first, first + count)]
 
 
 DEV_PRIVATE_KEYS = dev_private_keys()
@@ -37,6 +42,12 @@ class DeployedToken:
 def address_of(private_key: str) -> str:
     """Checksummed address of a private key."""
     return Account.from_key(private_key).address
+
+
+def sign_wallet_proof(private_key: str, telegram_id: int) -> str:
+    """What a user's wallet answers to "sign message" for the bot's proof text (EIP-191)."""
+    message = encode_defunct(text=proof_text(address_of(private_key), telegram_id))
+    return Account.sign_message(message, private_key).signature.to_0x_hex()
 
 
 def connect(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> Web3:

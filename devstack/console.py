@@ -34,7 +34,8 @@ QUIET_S = 1.5  # print replies until the bot has been quiet this long
 HELP = """Type a message (e.g. /start) and press Enter. Console commands:
   :press <button label>   press a button on the bot's newest message that has it
   :as <user id> [ru|en]   talk as another user (admin is 999)
-  :wallet                 the current user's anvil wallet (bind it with /wallet <address>)
+  :wallet                 the current user's anvil wallet (bind it with /wallet <address>, then :sign)
+  :sign                   sign the wallet proof text with that wallet and send the signature
   :send <amount>          transfer tokens from that wallet to the deposit address (a deposit)
   :mine [blocks]          mine blocks (deposits and withdrawals need 2 confirmations)
   :help                   this text
@@ -77,6 +78,11 @@ class Session:
         elif command == ":wallet":
             print(f"(user {self.user_id}'s wallet: {chaintools.address_of(self.key())}, "
                   f"{chaintools.balance_of(self.w3, self.token, chaintools.address_of(self.key())) / 10**DECIMALS} USDT)")
+        elif command == ":sign":
+            signature = chaintools.sign_wallet_proof(self.key(), self.user_id)
+            print(f"(signed with {chaintools.address_of(self.key())}: {signature})")
+            self.api.push_message(self.user_id, signature, language_code=self.lang, username=f"user{self.user_id}")
+            self.show_replies()
         elif command == ":send":
             self.send(rest.strip())
         elif command == ":mine":

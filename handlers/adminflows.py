@@ -6,8 +6,10 @@ from botapi import delivery
 from core.amounts import parse_amount
 from core.errors import AmountError, InvalidTransition, NotFound
 from core.i18n import t
-from db import audit, blacklist, deposits, levels, notifications, service_status, stats, system_settings, withdrawals
+from db import (audit, blacklist, deposits, ledger, levels, notifications, service_status, stats, system_settings,
+                users, withdrawals)
 from handlers import keyboards, userflows
+from handlers.common import command_args
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def _excerpt(update) -> str:
 
 
 def _args(message) -> list[str]:
-    return userflows.command_args(message)
+    return command_args(message)
 
 
 def _usage(ctx, message, data, usage: str) -> None:
@@ -338,3 +340,43 @@ def show_unattributed(ctx, message, data) -> None:
     lines = [t(lang, "admin_unattributed_item", id=r["id"], amount=ctx.amount(r["credited_amount"]),
                symbol=ctx.token.symbol, address=r["from_address"], tx_hash=r["tx_hash"]) for r in rows]
     ctx.send(message.chat.id, "\n".join(lines))
+
+
+@admin_only("assign")
+def assign_deposit(ctx, message, data) -> None:
+    """/assign <deposit id> <telegram id>: credit an unattributed transfer to that user, once."""
+    args, lang, chat_id = _args(message), data["lang"], message.chat.id
+    deposit_id, user_id = (_int_arg(args[0]), _int_arg(args[1])) if len(args) == 2 else (None, None)
+    if deposit_id is None or user_id is None:
+        _usage(ctx, message, data, "/assign <deposit_id> <user_id>")
+        return
+    try:
+        with ctx.transaction() as conn:
+            if users.get(conn, user_id) is None:
+                ctx.say(chat_id, lang, "admin_assign_no_user", user_id=user_id)
+                return
+            result = deposits.assign(conn, deposit_id, user_id)
+            row, notice = result.deposit, None
+            if result.credited:
+                audit.record(conn, actor_id=message.from_user.id, action="assign", target_user_id=user_id,
+                             details={"deposit": deposit_id, "tx_hash": row["tx_hash"], "log_index": row["log_index"],
+                                      "amount": str(row["credited_amount"])})
+                notice = notifications.enqueue(
+                    conn, user_id, "notify_deposit_assigned",
+                    {"id": deposit_id, "amount": ctx.amount(row["credited_amount"]), "symbol": ctx.token.symbol,
+                     "balance": ctx.amount(ledger.balance(conn, user_id))},
+                    f"deposit-assigned:{deposit_id}")
+    except NotFound:
+        ctx.say(chat_id, lang, "admin_assign_not_found", id=deposit_id)
+        return
+    except InvalidTransition:
+        with ctx.transaction() as conn:
+            owner = deposits.get(conn, deposit_id)["user_id"]
+        ctx.say(chat_id, lang, "admin_assign_already", id=deposit_id, user_id=owner)
+        return
+    if not result.credited:
+        ctx.say(chat_id, lang, "admin_assign_already", id=deposit_id, user_id=user_id)
+        return
+    ctx.say(chat_id, lang, "admin_assigned", id=deposit_id, amount=ctx.amount(row["credited_amount"]),
+            symbol=ctx.token.symbol, user_id=user_id)
+    delivery.deliver(ctx, [notice])

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from telebot import TeleBot
 
 from botapi import client
+from chain.rpc import Chain, is_transport_failure
 from chain.token import TokenInfo
 from core.amounts import format_amount
 from core.i18n import t
 from core.settings import SettingsWatcher
+from core.errors import BreakerOpen
 from db import service_status, users
 from db.pool import transaction
 from dr import DialogStore, RateLimiter
@@ -31,6 +33,7 @@ class Context:
     dialogs: DialogStore
     limiter: RateLimiter
     token: TokenInfo
+    chain: Chain
     bot_id: int = 0
     _chain_status: tuple = field(default=(0.0, None), repr=False)
     _chain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -68,6 +71,20 @@ class Context:
             status = row["status"] if fresh else None
             self._chain_status = (time.monotonic(), status)
             return status
+
+    def chain_head(self) -> int | None:
+        """The chain's current block number, or None while chain work is paused or the node does not answer."""
+        if self.chain_pause():
+            return None
+        try:
+            return self.chain.head()
+        except BreakerOpen:
+            return None
+        except Exception as exc:
+            if is_transport_failure(exc):
+                log.warning("chain head unavailable (%s)", type(exc).__name__)
+                return None
+            raise
 
     def amount(self, units: int) -> str:
         return format_amount(int(units), self.token.decimals)

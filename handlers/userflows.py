@@ -7,39 +7,23 @@ import logging
 import secrets
 from datetime import timedelta
 
-from core.addresses import canonical, is_zero, parse_address
+from core.addresses import parse_address
 from core.amounts import parse_amount
-from core.errors import AddressError, AmountError, InsufficientFunds, WalletInUse
-from core.i18n import language_from_telegram, t
+from core.errors import AmountError, InsufficientFunds, InvalidTransition, NotFound
+from core.i18n import t
 from db import deposits, levels, system_settings, users, withdrawals
-from handlers import keyboards
+from handlers import keyboards, walletflows
+from handlers.common import acceptable_address, command_args, ensure_registered
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT_CHARS = 1000
 HISTORY_LIMIT = 10
-# dialog states
-WALLET_ADDRESS = "wallet_address"
+# dialog states (the /wallet dialog's are in walletflows)
 DEPOSIT_AMOUNT = "deposit_amount"
 WITHDRAW_AMOUNT = "withdraw_amount"
 WITHDRAW_ADDRESS = "withdraw_address"
 WITHDRAW_CONFIRM = "withdraw_confirm"
-
-
-def command_args(message) -> list[str]:
-    return (message.text or "").split()[1:]
-
-
-def ensure_registered(ctx, message, data) -> dict:
-    """The user's row, registering them on first contact (any command may come before /start)."""
-    if data.get("user"):
-        return data["user"]
-    tg_user = message.from_user
-    lang = language_from_telegram(tg_user.language_code, ctx.settings.default_language)
-    with ctx.transaction() as conn:
-        user = users.register(conn, tg_user.id, tg_user.username, lang)
-    data["user"], data["lang"] = user, user["language"]
-    return user
 
 
 # --- /start, /help, /cancel, /lang
@@ -81,45 +65,6 @@ def set_language(ctx, chat_id, message, data, choice: str) -> None:
         users.set_language(conn, user["id"], choice)
     data["lang"] = choice
     ctx.say(chat_id, choice, "language_set")
-
-
-# --- /wallet
-
-def wallet(ctx, message, data) -> None:
-    user = ensure_registered(ctx, message, data)
-    args = command_args(message)
-    if len(args) == 1:
-        bind_wallet(ctx, message.chat.id, user, data["lang"], args[0])
-        return
-    current = user["wallet_address"]
-    if current:
-        ctx.say(message.chat.id, data["lang"], "wallet_current", address=parse_address(current))
-    else:
-        ctx.say(message.chat.id, data["lang"], "wallet_none")
-    ctx.set_dialog(message.chat.id, user["id"], WALLET_ADDRESS)
-    ctx.say(message.chat.id, data["lang"], "wallet_ask")
-
-
-def bind_wallet(ctx, chat_id: int, user: dict, lang_code: str, text: str) -> bool:
-    address = acceptable_address(ctx, chat_id, lang_code, text, refusal="wallet_forbidden")
-    if address is None:
-        return False
-    try:
-        with ctx.transaction() as conn:
-            users.bind_wallet(conn, user["id"], address)
-    except WalletInUse:
-        ctx.say(chat_id, lang_code, "wallet_taken")
-        return False
-    ctx.end_dialog(chat_id, user["id"])
-    ctx.say(chat_id, lang_code, "wallet_bound", address=address)
-    return True
-
-
-def forbidden_addresses(ctx) -> set[str]:
-    """Addresses no user may own or withdraw to: ours and the token contract."""
-    settings = ctx.settings
-    found = {settings.deposit_address, settings.hot_wallet_address, settings.token_address, ctx.token.address}
-    return {canonical(a) for a in found if a}
 
 
 # --- /deposit
@@ -316,19 +261,6 @@ def preview_withdrawal(ctx, chat_id: int, user: dict, lang_code: str, amount_tex
             amount=ctx.amount(amount), fee=ctx.amount(fee), total=ctx.amount(amount + fee), address=to, symbol=symbol)
 
 
-def acceptable_address(ctx, chat_id: int, lang_code: str, text: str, refusal: str) -> str | None:
-    """The checksummed address in `text`, or None after telling the user why it will not do."""
-    try:
-        address = parse_address(text)
-    except AddressError as exc:
-        ctx.say(chat_id, lang_code, "wallet_invalid", reason=str(exc))
-        return None
-    if is_zero(address) or canonical(address) in forbidden_addresses(ctx):
-        ctx.say(chat_id, lang_code, refusal)
-        return None
-    return address
-
-
 def withdraw_all_pressed(ctx, call, data) -> None:
     user = ensure_registered(ctx, call, data)
     chat_id = call.message.chat.id
@@ -407,6 +339,50 @@ def cancel_withdrawal(ctx, call, data, draft: str) -> None:
         ctx.edit(chat_id, call.message.message_id, t(data["lang"], "cancelled"))
 
 
+# --- cancelling one's own open deposit request or withdrawal waiting for approval
+
+def cancel_deposit(ctx, message, data) -> None:
+    user = ensure_registered(ctx, message, data)
+    chat_id, lang_code = message.chat.id, data["lang"]
+    deposit_id = id_argument(message)
+    if deposit_id is None:
+        ctx.say(chat_id, lang_code, "usage_cancel")
+        return
+    with ctx.transaction() as conn:
+        cancelled = deposits.cancel_request(conn, deposit_id, user["id"])
+    ctx.say(chat_id, lang_code, "deposit_cancelled" if cancelled else "deposit_cancel_none", id=deposit_id)
+
+
+def cancel_withdrawal_request(ctx, message, data) -> None:
+    user = ensure_registered(ctx, message, data)
+    chat_id, lang_code = message.chat.id, data["lang"]
+    withdrawal_id = id_argument(message)
+    if withdrawal_id is None:
+        ctx.say(chat_id, lang_code, "usage_cancel")
+        return
+    try:
+        with ctx.transaction() as conn:
+            change = withdrawals.cancel(conn, withdrawal_id, user["id"])
+    except NotFound:
+        ctx.say(chat_id, lang_code, "withdraw_cancel_none", id=withdrawal_id)
+        return
+    except InvalidTransition:
+        with ctx.transaction() as conn:
+            status = withdrawals.get(conn, withdrawal_id)["status"]
+        ctx.say(chat_id, lang_code, "withdraw_cancel_refused", id=withdrawal_id, status=t(lang_code, f"status_{status}"))
+        return
+    row = change.withdrawal
+    ctx.say(chat_id, lang_code, "withdraw_cancelled", id=withdrawal_id, total=ctx.amount(row["amount"] + row["fee"]),
+            symbol=ctx.token.symbol)
+
+
+def id_argument(message) -> int | None:
+    args = command_args(message)
+    if len(args) != 1 or not args[0].lstrip("#").isdigit() or len(args[0]) > 18:
+        return None
+    return int(args[0].lstrip("#"))
+
+
 # --- free text: dialog input or a polite "use the menu"
 
 def text(ctx, message, data) -> None:
@@ -418,8 +394,8 @@ def text(ctx, message, data) -> None:
     user = data.get("user")
     state, dialog = ctx.dialog(chat_id, message.from_user.id) if user else (None, {})
     value = message.text.strip()
-    if state == WALLET_ADDRESS:
-        bind_wallet(ctx, chat_id, user, lang_code, value)
+    if state in walletflows.DIALOG_STATES:
+        walletflows.dialog_text(ctx, chat_id, user, lang_code, state, dialog, value)
     elif state == DEPOSIT_AMOUNT:
         create_deposit(ctx, chat_id, user, lang_code, value, dialog or None)
     elif state in (WITHDRAW_AMOUNT, WITHDRAW_CONFIRM) and not withdrawals_paused(ctx):
@@ -457,4 +433,4 @@ def language_pressed(ctx, call, data, choice: str) -> None:
 
 
 MENU = {"deposit": deposit, "balance": balance, "withdraw": withdraw, "history": history,
-        "wallet": wallet, "lang": lang}
+        "wallet": walletflows.wallet, "lang": lang}

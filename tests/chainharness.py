@@ -4,6 +4,7 @@ import tempfile
 
 from devstack import chaintools
 from tests.botharness import ADMIN_ID, BOT_TOKEN, Db, ProgramProcess
+from tests.walletharness import bind_proven_at
 
 HOT_WALLET_KEY = chaintools.DEV_PRIVATE_KEYS[1]
 HOT_WALLET = chaintools.address_of(HOT_WALLET_KEY)
@@ -30,11 +31,11 @@ class WorkerProcess(ProgramProcess):
         return "worker started" in self.log(since_start=True)
 
 
-def user_with_wallet(db: Db, user_id: int, wallet_key: str, balance: int = 0) -> str:
-    """Register a user whose bound wallet is the address of `wallet_key`; return that address."""
+def user_with_wallet(db: Db, user_id: int, wallet_key: str, balance: int = 0, head: int = 0) -> str:
+    """Register a user who proved the wallet of `wallet_key` at chain head `head`; return its address."""
     address = chaintools.address_of(wallet_key)
-    db.rows("INSERT INTO users (id, username, language, wallet_address) VALUES (%s, %s, 'en', %s)",
-            (user_id, f"u{user_id}", address.lower()))
+    db.rows("INSERT INTO users (id, username, language) VALUES (%s, %s, 'en')", (user_id, f"u{user_id}"))
+    bind_proven_at(db.url, user_id, wallet_key, head)
     if balance:
         db.fund(user_id, balance, f"test:fund:{user_id}")
     return address

@@ -8,11 +8,17 @@ import re
 
 import pytest
 import redis as redis_lib
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
+from core.i18n import language_from_telegram, t
+from core.wallet_proof import proof_text
+from devstack import chaintools
 from devstack.procs import wait_until
 from devstack.telegram_api import BotApiStandIn
 from tests.botharness import ADMIN_ID, DEPOSIT_ADDRESS, SYMBOL, BotProcess, Db, seed_token_cache
 from tests.conftest import scratch_database
+from tests.walletharness import new_key
 
 UNIT = 10**6
 _user_ids = itertools.count(20_000)
@@ -77,9 +83,10 @@ def bot_db(pg_server, template_db):
 
 
 @pytest.fixture(scope="module")
-def bot(api, bot_db, redis_server):
+def bot(api, bot_db, redis_server, anvil):
+    """The bot reads the chain head from anvil when a wallet proof comes in."""
     redis_lib.Redis.from_url(redis_server.url(1)).flushdb()
-    process = BotProcess(api, bot_db, redis_server.url(1)).start()
+    process = BotProcess(api, bot_db, redis_server.url(1), RPC_URL=anvil.url).start()
     yield process
     process.stop()
 
@@ -102,11 +109,25 @@ def admin(api, bot):
     return chat
 
 
+def prove_wallet(chat: Chat, key: str | None = None) -> str:
+    """Bind a wallet the way a user does: sign the proof text with its key; return the address."""
+    key = key or new_key()
+    address = chaintools.address_of(key)
+    bound = t(language_from_telegram(chat.lang, "en"), "wallet_bound", address=address)
+    chat.send(f"/wallet {address} {chaintools.sign_wallet_proof(key, chat.id)}", exactly=bound)
+    return address
+
+
+def sign_text(key: str, text: str) -> str:
+    """personal_sign of any text, as a wallet would sign whatever it is shown."""
+    return Account.sign_message(encode_defunct(text=text), key).signature.to_0x_hex()
+
+
 def registered(api, db, lang="en", wallet=True, balance=0) -> Chat:
     chat = Chat(api, lang=lang)
     chat.send("/start")
     if wallet:
-        chat.send(f"/wallet {new_wallet()}", contains=":")
+        prove_wallet(chat)
     if balance:
         db.fund(chat.id, balance, f"test:{chat.id}")
     return chat
@@ -159,17 +180,122 @@ def test_wallet_binding_rules(api, user, db):
     assert "cannot be used" in user.send(f"/wallet {DEPOSIT_ADDRESS}")["text"]
     assert "cannot be used" in user.send("/wallet 0x" + "0" * 40)["text"]
     assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) is None
-    good = "0x52908400098527886E0F7030069857D2E4169EE7"
-    assert user.send(f"/wallet {good.lower()}")["text"] == f"Wallet bound: {good}"
+    key = new_key()
+    good = chaintools.address_of(key)
+    user.send(f"/wallet {good.lower()}", exactly=f"Link wallet {good} to Telegram user {user.id}")
+    assert "sign the next message" in user.api.messages(user.id)[-2]["text"]
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) is None
+    signature = chaintools.sign_wallet_proof(key, user.id)
+    assert user.send(signature)["text"] == f"Wallet bound: {good}"
     assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) == good.lower()
 
 
-def test_wallet_dialog_asks_for_the_address(user, db):
+def test_wallet_dialog_asks_for_the_address_then_the_signature(user, db):
     user.send("/start")
     user.send("/wallet", contains="Send the address")
-    address = new_wallet()
-    assert "Wallet bound" in user.send(address)["text"]
-    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) == address
+    key = new_key()
+    address = chaintools.address_of(key)
+    user.send(address, exactly=proof_text(address, user.id))
+    assert user.send(chaintools.sign_wallet_proof(key, user.id))["text"] == f"Wallet bound: {address}"
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) == address.lower()
+    audit = db.rows("SELECT action, details FROM admin_audit_log WHERE actor_id = %s", (user.id,))
+    assert [(row["action"], row["details"]["address"]) for row in audit] == [("wallet_bind", address.lower())]
+
+
+def test_a_signature_binds_only_its_own_address_for_its_own_user(api, user, db):
+    user.send("/start")
+    key, stranger_key = new_key(), new_key()
+    address, other_address = chaintools.address_of(key), chaintools.address_of(stranger_key)
+    refusals = {
+        "another key": sign_text(stranger_key, proof_text(address, user.id)),  # the right text, the wrong key
+        "another user": chaintools.sign_wallet_proof(key, user.id + 1),        # for someone else's account
+        "another address": chaintools.sign_wallet_proof(stranger_key, user.id),  # proves other_address only
+        "another text": sign_text(key, f"Link wallet {address} to Telegram user {user.id}!"),
+    }
+    for case, signature in refusals.items():
+        reply = user.send(f"/wallet {address} {signature}")["text"]
+        assert "was not made by" in reply and "Nothing was bound" in reply, case
+    for garbage in ("0x" + "ab" * 64, "0x" + "00" * 65, "hello", "0x" + "g" * 130):
+        assert "Nothing was bound" in user.send(f"/wallet {address} {garbage}")["text"], garbage
+    assert db.value("SELECT count(*) FROM wallet_bindings WHERE user_id = %s", (user.id,)) == 0
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (user.id,)) is None
+    other_signature = chaintools.sign_wallet_proof(stranger_key, user.id)
+    assert user.send(f"/wallet {other_address} {other_signature}")["text"] == f"Wallet bound: {other_address}"
+
+
+def test_rebinding_waits_for_open_requests_and_withdrawals(api, db):
+    chat = registered(api, db, balance=50 * UNIT)
+    first = db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,))
+    deposit_id = hash_id(chat.send("/deposit 20")["text"])
+    key = new_key()
+    address = chaintools.address_of(key)
+    signature = chaintools.sign_wallet_proof(key, chat.id)
+    refused = chat.send(f"/wallet {address} {signature}")["text"]
+    assert f"deposit request #{deposit_id}" in refused and "/canceldeposit" in refused
+    assert chat.send(f"/canceldeposit {deposit_id}")["text"] == f"Deposit request #{deposit_id} cancelled."
+    assert f"no open deposit request #{deposit_id}" in chat.send(f"/canceldeposit {deposit_id}")["text"]
+    chat.send("/withdraw 10")
+    withdrawal_id = hash_id(chat.press("Confirm", edited=True)["text"])
+    assert f"withdrawal #{withdrawal_id}" in chat.send(f"/wallet {address} {signature}")["text"]
+    assert db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,)) == first
+    cancelled = chat.send(f"/cancelwithdrawal {withdrawal_id}")["text"]
+    assert cancelled == f"Withdrawal #{withdrawal_id} cancelled. 10 {SYMBOL} returned to your balance."
+    chat.send(f"/cancelwithdrawal {withdrawal_id}")  # a second cancel refunds nothing
+    assert db.balance(chat.id) == 50 * UNIT
+    assert db.value("SELECT count(*) FROM ledger_entries WHERE idempotency_key = %s",
+                    (f"withdrawal:{withdrawal_id}:refund",)) == 1
+    assert chat.send(f"/wallet {address} {signature}")["text"] == f"Wallet bound: {address}"
+    actions = [r["action"] for r in db.rows("SELECT action FROM admin_audit_log WHERE actor_id = %s ORDER BY id",
+                                            (chat.id,))]
+    assert actions == ["wallet_bind", "wallet_rebind"]
+
+
+def test_only_ones_own_withdrawal_waiting_for_approval_can_be_cancelled(api, db, admin):
+    chat, other = registered(api, db, balance=50 * UNIT), registered(api, db)
+    chat.send("/withdraw 10")
+    withdrawal_id = hash_id(chat.press("Confirm", edited=True)["text"])
+    assert other.send(f"/cancelwithdrawal {withdrawal_id}")["text"] == f"You have no withdrawal #{withdrawal_id}."
+    admin.send(f"/approve {withdrawal_id}", contains="approved")
+    api.wait_for(chat.id, contains="was approved")  # the user's notice, before the next reply is read
+    refused = chat.send(f"/cancelwithdrawal {withdrawal_id}")["text"]
+    assert refused == f"Withdrawal #{withdrawal_id} can no longer be cancelled: it is approved."
+    assert "Usage" in chat.send("/cancelwithdrawal")["text"]
+    assert db.balance(chat.id) == 40 * UNIT
+
+
+def test_binding_waits_while_the_chain_is_unreachable(bot_db, redis_server, anvil):
+    with BotApiStandIn(token="123456:TEST-token_value") as own_api:
+        process = BotProcess(own_api, bot_db, redis_server.url(3)).start()  # its RPC_URL answers nothing
+        try:
+            chat = Chat(own_api)
+            chat.send("/start")
+            key = new_key()
+            address = chaintools.address_of(key)
+            chat.send(f"/wallet {address}", exactly=proof_text(address, chat.id))
+            reply = chat.send(chaintools.sign_wallet_proof(key, chat.id))["text"]
+            assert "cannot be bound right now" in reply
+            assert Db(bot_db).value("SELECT count(*) FROM wallet_bindings WHERE user_id = %s", (chat.id,)) == 0
+        finally:
+            process.stop()
+
+
+def test_admin_assigns_an_unattributed_transfer_once(api, db, admin):
+    chat, stranger = registered(api, db), Chat(api)
+    deposit_id = db.value("""INSERT INTO deposits (status, from_address, credited_amount, tx_hash, log_index,
+                                                   block_number, block_hash, confirmed_at)
+                             VALUES ('CONFIRMED', %s, %s, %s, 0, 5, %s, now()) RETURNING id""",
+                          ("0x" + "ab" * 20, 7 * UNIT, "0x" + f"{chat.id:064x}", "0x" + "cd" * 32))
+    assert "unknown" in stranger.send(f"/assign {deposit_id} {chat.id}")["text"].lower()
+    assert f"#{deposit_id}" in admin.send("/unattributed", contains=f"#{deposit_id}")["text"]
+    done = admin.send(f"/assign {deposit_id} {chat.id}")["text"]
+    assert done == f"Deposit #{deposit_id} (7 {SYMBOL}) credited to user {chat.id}."
+    api.wait_for(chat.id, contains=f"Deposit #{deposit_id} of 7 {SYMBOL} was checked by an admin")
+    assert "already belongs" in admin.send(f"/assign {deposit_id} {chat.id}")["text"]
+    assert "already belongs" in admin.send(f"/assign {deposit_id} {ADMIN_ID}")["text"]
+    assert "not a recorded transfer" in admin.send(f"/assign 999999 {chat.id}")["text"]
+    assert "has not started" in admin.send(f"/assign {deposit_id} 424242")["text"]
+    assert db.balance(chat.id) == 7 * UNIT
+    assert db.value("SELECT count(*) FROM admin_audit_log WHERE action = 'assign' AND allowed") == 1
 
 
 # --- deposit
@@ -285,10 +411,11 @@ def test_withdraw_dialog_to_explicit_address_and_cancel(api, db):
     assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
 
 
-def test_auto_approved_withdrawal(api, bot_db, redis_server):
+def test_auto_approved_withdrawal(api, bot_db, redis_server, anvil):
     """WITHDRAWAL_AUTO_APPROVE_MAX: a second bot process with a different setting."""
     with BotApiStandIn(token="123456:TEST-token_value") as own_api:
-        process = BotProcess(own_api, bot_db, redis_server.url(2), WITHDRAWAL_AUTO_APPROVE_MAX="10").start()
+        process = BotProcess(own_api, bot_db, redis_server.url(2), WITHDRAWAL_AUTO_APPROVE_MAX="10",
+                             RPC_URL=anvil.url).start()
         try:
             db = Db(bot_db)
             chat = registered(own_api, db, balance=50 * UNIT)
@@ -362,8 +489,9 @@ def test_ban_and_unban(api, db, admin):
     admin.send(f"/ban {ADMIN_ID}", contains="Admins cannot be banned")
     admin.send(f"/unban {chat.id}", contains="unbanned")
     assert "Balance" in chat.send("/balance")["text"]
-    actions = [r["action"] for r in db.rows("SELECT action FROM admin_audit_log WHERE target_user_id = %s ORDER BY id",
-                                            (chat.id,))]
+    actions = [r["action"] for r in db.rows("""SELECT action FROM admin_audit_log
+                                               WHERE target_user_id = %s AND actor_id = %s ORDER BY id""",
+                                            (chat.id, ADMIN_ID))]
     assert actions == ["ban", "unban"]
 
 
@@ -441,7 +569,6 @@ def test_the_bot_sent_nothing_the_spec_rejects(api, bot):
 def test_every_user_flow_in_both_languages(api, db, lang):
     """One walk through every user flow, checking each reply is the catalog text of that language."""
     from core.addresses import parse_address
-    from core.i18n import t
     chat = Chat(api, lang=lang)
     assert chat.send("/start")["text"] == t(lang, "welcome", symbol=SYMBOL)
     assert chat.send("/help")["text"] == t(lang, "help")
@@ -449,9 +576,16 @@ def test_every_user_flow_in_both_languages(api, db, lang):
     assert chat.send("/deposit 50")["text"] == t(lang, "wallet_needed")
     chat.send("/wallet", contains=t(lang, "wallet_ask"))
     assert chat.send("/cancel")["text"] == t(lang, "cancelled")
-    wallet = parse_address(new_wallet())
+    key = new_key()
+    wallet = chaintools.address_of(key)
     assert chat.press(t(lang, "btn_wallet"), contains=t(lang, "wallet_ask"))
-    assert chat.send(wallet)["text"] == t(lang, "wallet_bound", address=wallet)
+    chat.send(wallet, exactly=proof_text(wallet, chat.id))  # alone, after the instructions
+    assert api.messages(chat.id)[-2]["text"] == t(lang, "wallet_sign", address=wallet)
+    assert chat.send("0x1234")["text"] == t(lang, "wallet_signature_malformed")
+    assert chat.send(chaintools.sign_wallet_proof(key, chat.id + 1))["text"] == t(
+        lang, "wallet_signature_wrong", address=wallet)
+    signature = chaintools.sign_wallet_proof(key, chat.id)
+    assert chat.send(signature, exactly=t(lang, "wallet_bound", address=wallet))
     levels = chat.press(t(lang, "btn_deposit"))
     assert levels["text"] == t(lang, "deposit_choose_level")
     chat.press(t(lang, "btn_level", level=1, low="10", high="99", symbol=SYMBOL),

@@ -3,9 +3,11 @@ import psycopg
 import pytest
 
 from db import migrate
+from devstack import chaintools
 from devstack.procs import wait_until
 from tests.botharness import BotProcess, Db, seed_token_cache
 from tests.test_bot_flows import Chat
+from tests.walletharness import new_key
 
 UNIT = 10**6
 
@@ -109,15 +111,17 @@ def test_rate_limit_warns_once_then_stays_silent(api, bot_db_url, redis_server):
         bot.stop()
 
 
-def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_server, tmp_path):
+def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_server, tmp_path, anvil):
     env_file = tmp_path / ".env"
     env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")
-    bot = BotProcess(api, bot_db_url, redis_server.url(7), ENV_FILE=str(env_file)).start()
+    bot = BotProcess(api, bot_db_url, redis_server.url(7), ENV_FILE=str(env_file), RPC_URL=anvil.url).start()
     try:
         db = Db(bot_db_url)
-        chat = Chat(api)
+        chat, newcomer = Chat(api), Chat(api)
         chat.send("/start", contains="Welcome")
-        chat.send("/wallet 0x" + "ab" * 20, contains="Wallet bound")
+        key = new_key()
+        chat.send(f"/wallet {chaintools.address_of(key)} {chaintools.sign_wallet_proof(key, chat.id)}",
+                  contains="Wallet bound")
         db.fund(chat.id, 20 * UNIT, "test:maintenance")
         assert "Confirm?" in chat.send("/withdraw 5")["text"]
 
@@ -132,9 +136,15 @@ def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_ser
         deposit_id = int(reply.split("#")[1].split(":")[0])
         assert db.value("SELECT status FROM deposits WHERE id = %s", (deposit_id,)) == "PENDING_NETWORK_RECOVERY"
         assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 0
+        newcomer.send("/start", contains="Welcome")
+        late_key = new_key()
+        proof = f"/wallet {chaintools.address_of(late_key)} {chaintools.sign_wallet_proof(late_key, newcomer.id)}"
+        assert "cannot be bound right now" in newcomer.send(proof)["text"]  # no head is read in maintenance
+        assert db.value("SELECT count(*) FROM wallet_bindings WHERE user_id = %s", (newcomer.id,)) == 0
 
         env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")
         wait_until(lambda: "Confirm?" in chat.send("/withdraw 5")["text"], 5, "maintenance to end")
+        assert "Wallet bound" in newcomer.send(proof)["text"]
     finally:
         bot.stop()
 
@@ -145,10 +155,9 @@ def test_sends_wait_out_telegram_flood_limits(api, bot_db_url, redis_server):
         db = Db(bot_db_url)
         chat = Chat(api)
         chat.send("/start", contains="Welcome")
-        chat.send("/wallet 0x" + "cd" * 20, contains="Wallet bound")
         db.fund(chat.id, 100 * UNIT, "test:flood")
         for _ in range(6):
-            chat.send("/withdraw 1", contains="Confirm?")
+            chat.send("/withdraw 1 0x" + "cd" * 20, contains="Confirm?")
             chat.press("Confirm", edited=True)
         api.enforce_limits(True)
         admin = Chat(api, 999)
@@ -162,25 +171,26 @@ def test_sends_wait_out_telegram_flood_limits(api, bot_db_url, redis_server):
         bot.stop()
 
 
-def test_an_update_in_progress_survives_kill_9_of_the_bot(api, bot_db_url, redis_server):
+def test_an_update_in_progress_survives_kill_9_of_the_bot(api, bot_db_url, redis_server, anvil):
     db = Db(bot_db_url)
-    bot = BotProcess(api, bot_db_url, redis_server.url(10)).start()
+    bot = BotProcess(api, bot_db_url, redis_server.url(10), RPC_URL=anvil.url).start()
     chat = Chat(api)
-    wallet = "0x" + "ef" * 20
+    key = new_key()
+    wallet = chaintools.address_of(key).lower()
     waiting = """SELECT count(*) FROM pg_stat_activity
                  WHERE application_name = 'bot' AND wait_event_type = 'Lock'"""
     try:
         chat.send("/start", contains="Welcome")
         with psycopg.connect(bot_db_url) as blocker:  # holds the user's row: the handler must wait
             blocker.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (chat.id,))
-            api.push_message(chat.id, f"/wallet {wallet}")
+            api.push_message(chat.id, f"/wallet {wallet} {chaintools.sign_wallet_proof(key, chat.id)}")
             wait_until(lambda: db.value(waiting) == 1, 10, "the handler to be stuck mid-update")
             bot.kill()
             blocker.rollback()
     finally:
         bot.stop()
     assert db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,)) is None
-    restarted = BotProcess(api, bot_db_url, redis_server.url(10)).start()
+    restarted = BotProcess(api, bot_db_url, redis_server.url(10), RPC_URL=anvil.url).start()
     try:  # the update was never confirmed to Telegram, so it comes again and is handled now
         api.wait_for(chat.id, contains="Wallet bound", timeout=20)
         assert db.value("SELECT wallet_address FROM users WHERE id = %s", (chat.id,)) == wallet

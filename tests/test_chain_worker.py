@@ -76,6 +76,26 @@ def test_unrequested_and_unattributed_transfers(api, db, db_url, anvil, w3, toke
         worker.stop()
 
 
+def test_a_transfer_mined_before_the_wallet_was_proven_is_left_for_an_admin(api, db, db_url, anvil, w3, token6):
+    """Front-running: a transfer from an unbound address, then someone proves that address."""
+    key = USER_KEYS[2]
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(key), 10**9)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=2)
+    try:
+        before = chaintools.transfer(w3, token6.address, key, HOT_WALLET, 9 * 10**6)  # nobody has proven it yet
+        user_with_wallet(db, USER_ID, key, head=w3.eth.block_number)  # the head the bot reads at the proof
+        after = chaintools.transfer(w3, token6.address, key, HOT_WALLET, 4 * 10**6)
+        chaintools.mine(w3, 2)
+        wait_until(lambda: db.value("SELECT count(*) FROM deposits") == 2, 20, "both transfers to be recorded")
+        owners = {r["tx_hash"]: r["user_id"] for r in db.rows("SELECT tx_hash, user_id FROM deposits")}
+        assert owners == {before.lower(): None, after.lower(): USER_ID}
+        assert credited(db, USER_ID) == 4 * 10**6
+        waiting = db.value("SELECT id FROM deposits WHERE user_id IS NULL")
+        api.wait_for(USER_ID, contains=f"Deposit #{waiting} of 9 USDT from your wallet was sent before you proved")
+    finally:
+        worker.stop()
+
+
 def test_reorged_transfer_is_never_credited(api, db, db_url, anvil, w3, token6):
     user_with_wallet(db, USER_ID, USER_KEYS[0])
     chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(USER_KEYS[0]), 10**9)

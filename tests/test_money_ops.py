@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 
 from core.errors import DatabaseError, InsufficientFunds, InvalidTransition, NotFound, WalletInUse
-from db import deposits, ledger, levels, users, withdrawals
+from db import deposits, ledger, levels, users, wallets, withdrawals
 from db.deposits import Transfer
 from db.pool import transaction
+from devstack import chaintools
+from tests.walletharness import bind_proven, new_key
 
 ROUNDS = 20
 THREADS = 50
@@ -17,12 +19,12 @@ UNIT = 10**6  # a token with 6 decimals
 _ids = itertools.count(1000)
 
 
-def new_user(pool, balance: int = 0, wallet: str | None = None) -> int:
+def new_user(pool, balance: int = 0, wallet_key: str | None = None) -> int:
     user_id = next(_ids)
     with transaction(pool) as conn:
         users.register(conn, user_id, f"user{user_id}", "en")
-        if wallet:
-            users.bind_wallet(conn, user_id, wallet)
+        if wallet_key:
+            bind_proven(conn, user_id, wallet_key)
         if balance:
             ledger.post(conn, user_id=user_id, amount=balance, kind="adjustment",
                         reference="test", key=f"test:funding:{user_id}")
@@ -36,6 +38,12 @@ def request_withdrawal(conn, **request) -> dict:
 
 def ledger_entries(conn, user_id: int) -> list[dict]:
     return conn.execute("SELECT * FROM ledger_entries WHERE user_id = %s ORDER BY id DESC", (user_id,)).fetchall()
+
+
+def user_with_wallet(pool) -> tuple[int, str]:
+    """A user who proved a wallet (at block 0); returns the user id and the wallet's address."""
+    key = new_key()
+    return new_user(pool, wallet_key=key), chaintools.address_of(key)
 
 
 def random_address() -> str:
@@ -108,8 +116,7 @@ def test_balance_never_negative_even_for_direct_sql(pool):
 
 
 def test_same_transfer_credited_once_sequentially(pool):
-    wallet = random_address()
-    user_id = new_user(pool, wallet=wallet)
+    user_id, wallet = user_with_wallet(pool)
     event = transfer(wallet, 50 * UNIT)
     with transaction(pool) as conn:
         first = deposits.record_transfer(conn, event)
@@ -122,8 +129,7 @@ def test_same_transfer_credited_once_sequentially(pool):
 
 def test_same_transfer_credited_once_concurrently(pool):
     for _ in range(ROUNDS):
-        wallet = random_address()
-        user_id = new_user(pool, wallet=wallet)
+        user_id, wallet = user_with_wallet(pool)
         with transaction(pool) as conn:
             version = levels.current(conn)[0].version
             for _request in range(3):  # several open requests of the same amount: only one is used
@@ -148,8 +154,7 @@ def test_same_transfer_credited_once_concurrently(pool):
 
 
 def test_transfer_attaches_to_oldest_matching_request(pool):
-    wallet = random_address()
-    user_id = new_user(pool, wallet=wallet)
+    user_id, wallet = user_with_wallet(pool)
     with transaction(pool) as conn:
         version = levels.current(conn)[0].version
         older = deposits.create_request(conn, user_id=user_id, amount=20 * UNIT, level_version=version,
@@ -269,12 +274,13 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
 
 
 def test_wallets_are_unique_case_insensitively(pool):
-    wallet = random_address()
-    new_user(pool, wallet=wallet)
+    key = new_key()
+    new_user(pool, wallet_key=key)
     other = new_user(pool)
+    wallet = chaintools.address_of(key)
     with transaction(pool) as conn:
         with pytest.raises(WalletInUse):
-            users.bind_wallet(conn, other, wallet.upper().replace("0X", "0x"))
+            wallets.bind(conn, other, wallet.upper().replace("0X", "0x"), chaintools.sign_wallet_proof(key, other), 0)
         assert users.get(conn, other)["wallet_address"] is None
 
 

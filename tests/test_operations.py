@@ -11,6 +11,7 @@ from devstack.tcpproxy import TcpProxy
 from tests.botharness import ADMIN_ID, BotProcess, Db
 from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess
 from tests.test_bot_flows import Chat
+from tests.walletharness import bind_proven_at
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,8 @@ def test_rpc_outage_pauses_withdrawals_automatically_and_recovery_completes_depo
         chat = Chat(api)
         chat.send("/start", contains="Welcome")
         wallet = chaintools.address_of(USER_KEYS[4])
-        chat.send(f"/wallet {wallet}", contains="Wallet bound")
+        signature = chaintools.sign_wallet_proof(USER_KEYS[4], chat.id)
+        chat.send(f"/wallet {wallet} {signature}", contains="Wallet bound")
         chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, wallet, 10**9)
         chaintools.transfer(w3, token6.address, USER_KEYS[4], HOT_WALLET, 30 * 10**6)  # unrequested deposit
         wait_until(lambda: db.balance(chat.id) == 30 * 10**6, 20, "the first deposit")
@@ -86,7 +88,8 @@ def test_dr_maintenance_edits_env_and_status_reports(tmp_path, db_url):
 def test_dr_recover_finishes_outage_work_without_the_worker(api, db_url, anvil, w3, token6):
     db = Db(db_url)
     wallet = chaintools.address_of(USER_KEYS[5])
-    db.rows("INSERT INTO users (id, language, wallet_address) VALUES (7001, 'en', %s)", (wallet.lower(),))
+    db.rows("INSERT INTO users (id, language) VALUES (7001, 'en')")
+    bind_proven_at(db_url, 7001, USER_KEYS[5])
     start = w3.eth.block_number + 1
     db.rows("INSERT INTO chain_cursor (stream, last_block) VALUES (%s, %s)",
             (f"deposits:{token6.address}:{HOT_WALLET}".lower(), start - 1))

@@ -1,5 +1,5 @@
 """Resilience pieces shared by bot and worker, and the operator CLI:
-python dr.py migrate | status | recover | maintenance on|off.
+python dr.py migrate | status | recover | reconcile | maintenance on|off.
 
 Here: the circuit breaker, the Redis client factory, the dialog (FSM) storage, the
 rate limiter and the recovery routine. Still to come with the disaster-recovery
@@ -8,6 +8,7 @@ issue: PostgreSQL fallbacks for dialogs and the Redis notification queue, and
 worker.py.
 """
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -18,10 +19,10 @@ import time
 import redis
 from telebot.storage import StateStorageBase
 
-from chain import reconciler, scanner, sender
+from chain import nonce_audit, reconciler, scanner, sender
 from chain.rpc import is_transport_failure
 from core.errors import BreakerOpen, DatabaseError, MigrationError
-from db import migrate, notifications, service_status, stats
+from db import hot_wallet, migrate, notifications, service_status, stats, withdrawals
 from db.pool import connect
 from runtime import startup
 from runtime.worker_context import build_worker_context
@@ -277,6 +278,13 @@ def status_report(conn) -> dict:
         if status.get("scan_problem"):
             lines.append(f"deposit scan: PROBLEM: {status['scan_problem']}")
             healthy = False
+    nonce = service_status.get(conn, "hot_wallet_nonce")
+    if nonce and nonce["status"].get("ahead"):
+        gap = nonce["status"]
+        lines.append(f"hot wallet: PROBLEM: the chain shows {gap['unknown']} transaction(s) the database does not "
+                     f"know (chain nonce {gap['chain_nonce']}, database {gap['known_next']}); withdrawals are "
+                     f"stopped until `python dr.py reconcile`")
+        healthy = False
     wallet = service_status.get(conn, "hot_wallet")
     if wallet and wallet["status"].get("short"):
         lines.append(f"hot wallet: SHORT of funds for withdrawal #{wallet['status'].get('withdrawal')}")
@@ -332,20 +340,101 @@ def run_recover(settings) -> int:
     return 0
 
 
-COMMANDS = {"migrate": run_migrate, "status": run_status, "recover": run_recover, "maintenance": run_maintenance}
+def run_reconcile(settings, apply: bool = False, accept_unmatched: bool = False,
+                  choices: dict[int, int] | None = None) -> int:
+    """List hot wallet transactions the database does not know and what they paid; record them when told.
+
+    Exit 0 once the database accounts for every mined hot wallet transaction, 1 while some remain.
+    """
+    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
+    wctx = build_worker_context(settings, "dr-reconcile", rpc_breaker(settings))
+    try:
+        with wctx.transaction() as conn:
+            first_unknown = hot_wallet.next_nonce(conn, wctx.chain.hot_wallet)
+        transactions, pending = nonce_audit.unknown_transactions(wctx.chain, first_unknown)
+        with wctx.transaction() as conn:
+            plan = nonce_audit.resolve(nonce_audit.match(transactions, withdrawals.unpaid(conn)), choices or {})
+        print(f"hot wallet {wctx.chain.hot_wallet}: the database accounts for nonces below {first_unknown}; "
+              f"{len(transactions)} mined transaction(s) after that, {pending} waiting in the mempool")
+        for line in describe(wctx, plan):
+            print("  " + line)
+        recorded, remaining = 0, sorted(transactions, key=lambda t: t.nonce)
+        if apply or accept_unmatched:
+            decided_by = f"dr.py reconcile by {getpass.getuser()}"
+            recorded, remaining = nonce_audit.record(wctx, plan, apply, accept_unmatched, decided_by)
+    except BreakerOpen as exc:
+        startup.fail(f"reconcile: the RPC is unavailable ({exc}); nothing was recorded beyond what is committed")
+    finally:
+        wctx.pool.close()
+    print(reconcile_summary(recorded, remaining, pending, plan))
+    return 0 if not remaining and not pending else 1
+
+
+def describe(wctx, plan) -> list[str]:
+    symbol, lines = wctx.token.symbol, []
+    for tx, w in plan.matched:
+        lines.append(f"nonce {tx.nonce} tx {tx.tx_hash} (block {tx.block}): {wctx.amount(tx.amount)} {symbol} to "
+                     f"{tx.recipient} = withdrawal #{w['id']} of user {w['user_id']} ({w['status']}): MATCHED")
+    for tx, candidates in plan.ambiguous:
+        ids = ", ".join(f"#{w['id']} (user {w['user_id']})" for w in candidates)
+        lines.append(f"nonce {tx.nonce} tx {tx.tx_hash}: {wctx.amount(tx.amount)} {symbol} to {tx.recipient} "
+                     f"could be withdrawal {ids}: AMBIGUOUS, choose with --match {tx.nonce}=<withdrawal id>")
+    for tx in plan.unmatched:
+        what = (f"{wctx.amount(tx.amount)} {symbol} to {tx.recipient}" if tx.recipient
+                else "not a token transfer")
+        lines.append(f"nonce {tx.nonce} tx {tx.tx_hash} (block {tx.block}): {what}: UNMATCHED")
+    return lines
+
+
+def reconcile_summary(recorded: int, remaining: list, pending: int, plan) -> str:
+    if not remaining and not pending:
+        return f"reconcile: {recorded} recorded; the database accounts for every hot wallet transaction"
+    hints = []
+    if plan.matched and recorded == 0:
+        hints.append("--apply records the matched ones as paid")
+    if plan.unmatched:
+        hints.append("--accept-unmatched accepts the unmatched ones as not ours (audited)")
+    if pending:
+        hints.append(f"{pending} transaction(s) still in the mempool: run again once they are mined")
+    return (f"reconcile: {recorded} recorded, {len(remaining)} still unknown from nonce "
+            f"{remaining[0].nonce if remaining else '-'}; withdrawals stay stopped. " + "; ".join(hints))
+
+
+COMMANDS = {"migrate": run_migrate, "status": run_status, "recover": run_recover, "reconcile": run_reconcile,
+            "maintenance": run_maintenance}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dr.py", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("mode", nargs="?", choices=("on", "off"), help="for maintenance: on or off")
+    parser.add_argument("--apply", action="store_true", help="reconcile: record matched transactions as paid")
+    parser.add_argument("--accept-unmatched", action="store_true",
+                        help="reconcile: accept transactions no withdrawal matches as not ours (audited)")
+    parser.add_argument("--match", action="append", default=[], metavar="NONCE=WITHDRAWAL",
+                        help="reconcile: settle an ambiguous transaction as paying this withdrawal")
     args = parser.parse_args(argv)
     if (args.command == "maintenance") != (args.mode is not None):
         parser.error("maintenance takes on|off; other commands take no argument")
+    if args.command != "reconcile" and (args.apply or args.accept_unmatched or args.match):
+        parser.error("--apply, --accept-unmatched and --match belong to reconcile")
+    choices = parse_choices(parser, args.match)
     settings = startup.settings_or_exit("DATABASE_URL")
     if args.command == "maintenance":
         return run_maintenance(settings, args.mode)
+    if args.command == "reconcile":
+        return run_reconcile(settings, args.apply, args.accept_unmatched, choices)
     return COMMANDS[args.command](settings)
+
+
+def parse_choices(parser, pairs: list[str]) -> dict[int, int]:
+    choices = {}
+    for pair in pairs:
+        nonce, _, withdrawal = pair.partition("=")
+        if not (nonce.isdigit() and withdrawal.lstrip("#").isdigit()):
+            parser.error(f"--match takes NONCE=WITHDRAWAL_ID, not {pair!r}")
+        choices[int(nonce)] = int(withdrawal.lstrip("#"))
+    return choices
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ CREATE TABLE withdrawals (
     amount      numeric(78,0) NOT NULL CHECK (amount > 0),
     fee         numeric(78,0) NOT NULL DEFAULT 0 CHECK (fee >= 0),
     to_address  text NOT NULL CHECK (to_address ~ '^0x[0-9a-f]{40}$'),
-    nonce       bigint UNIQUE CHECK (nonce >= 0),        -- one hot wallet: a nonce is used once
+    nonce       bigint CHECK (nonce >= 0),               -- unique per hot wallet (below)
     tx_hash     text UNIQUE CHECK (tx_hash ~ '^0x[0-9a-f]{64}$'),
     raw_tx      bytea,
     approved_by bigint,                                  -- admin id, NULL when auto-approved
@@ -199,6 +199,9 @@ CREATE TABLE withdrawals (
     request_key text UNIQUE,                             -- one withdrawal per confirmed dialog (double taps)
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
+    from_address  text CHECK (from_address ~ '^0x[0-9a-f]{40}$'),  -- the hot wallet that signed
+    reconciled_at timestamptz,                          -- paid by a transaction found on chain (dr.py reconcile)
+    CONSTRAINT withdrawals_from_address_nonce_key UNIQUE (from_address, nonce),
     -- the signed transaction is committed before it is sent, and never dropped afterwards
     CHECK (status IN ('REQUESTED', 'APPROVED', 'REJECTED', 'CANCELLED')
         OR (status = 'FAILED' AND tx_hash IS NULL AND raw_tx IS NULL AND nonce IS NULL)
@@ -214,7 +217,12 @@ BEGIN
         RAISE EXCEPTION 'withdrawal %: a signed transaction is never replaced', OLD.id
             USING ERRCODE = 'check_violation';
     END IF;
-    IF NEW.status <> OLD.status AND (OLD.status, NEW.status) NOT IN (
+    IF NEW.status = 'CONFIRMED' AND OLD.status IN ('REQUESTED', 'APPROVED') THEN
+        IF NEW.reconciled_at IS NULL OR OLD.reconciled_at IS NOT NULL THEN
+            RAISE EXCEPTION 'withdrawal %: % -> CONFIRMED only by reconciliation with the chain', OLD.id, OLD.status
+                USING ERRCODE = 'check_violation';
+        END IF;
+    ELSIF NEW.status <> OLD.status AND (OLD.status, NEW.status) NOT IN (
         ('REQUESTED', 'APPROVED'), ('REQUESTED', 'REJECTED'), ('REQUESTED', 'CANCELLED'),
         ('APPROVED', 'SIGNED'), ('APPROVED', 'REJECTED'), ('APPROVED', 'FAILED'),
         ('SIGNED', 'BROADCAST'), ('SIGNED', 'CONFIRMED'), ('SIGNED', 'FAILED'),
@@ -229,6 +237,20 @@ END $$;
 
 CREATE TRIGGER withdrawals_transition BEFORE UPDATE ON withdrawals
     FOR EACH ROW EXECUTE FUNCTION withdrawals_check_transition();
+
+-- Hot wallet transactions the database learned of from the chain (dr.py reconcile): matched to
+-- a withdrawal, or accepted by the operator as not a withdrawal of ours.
+CREATE TABLE hot_wallet_transactions (
+    address       text NOT NULL CHECK (address ~ '^0x[0-9a-f]{40}$'),
+    nonce         bigint NOT NULL CHECK (nonce >= 0),
+    tx_hash       text CHECK (tx_hash ~ '^0x[0-9a-f]{64}$'),
+    decision      text NOT NULL CHECK (decision IN ('MATCHED', 'ACCEPTED')),
+    withdrawal_id bigint REFERENCES withdrawals (id),
+    decided_by    text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (address, nonce),
+    CHECK ((decision = 'MATCHED') = (withdrawal_id IS NOT NULL))
+);
 
 CREATE TABLE blacklist (
     user_id    bigint PRIMARY KEY,                     -- no FK: a user may be banned before /start

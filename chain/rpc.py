@@ -86,7 +86,7 @@ class Chain:
     def block_hash(self, number: int) -> str | None:
         """Hash of the canonical block at `number`, or None if the node has no such block."""
         block = self._rpc(lambda: self.w3.eth.get_block(number))
-        return _hex(block["hash"]) if block else None
+        return to_hex(block["hash"]) if block else None
 
     def transfer_logs(self, from_block: int, to_block: int) -> list[Transfer]:
         """Token Transfer logs to the deposit address in [from_block, to_block]."""
@@ -108,6 +108,29 @@ class Chain:
 
     def pending_nonce(self) -> int:
         return self._rpc(self.w3.eth.get_transaction_count, self.hot_wallet, "pending")
+
+    def nonce_at(self, block: int | str) -> int:
+        """How many transactions the hot wallet had sent as of `block` (a number, or "latest")."""
+        return self._rpc(self.w3.eth.get_transaction_count, self.hot_wallet, block)
+
+    def block_transactions(self, number: int) -> list:
+        block = self._rpc(lambda: self.w3.eth.get_block(number, full_transactions=True))
+        return list(block["transactions"]) if block else []
+
+    def raw_transaction(self, tx_hash: str) -> bytes:
+        return bytes(self._rpc(self.w3.eth.get_raw_transaction, tx_hash))
+
+    def decode_token_transfer(self, tx) -> tuple[str, int] | None:
+        """(recipient, amount) when `tx` calls token.transfer, else None."""
+        if not tx.get("to") or tx["to"].lower() != self.token.address.lower():
+            return None
+        try:
+            function, args = self.token.decode_function_input(tx["input"])
+        except ValueError:
+            return None
+        if function.fn_name != "transfer":
+            return None
+        return Web3.to_checksum_address(args["to"]), int(args["value"])
 
     def gas_price(self) -> int:
         return self._rpc(lambda: self.w3.eth.gas_price)
@@ -133,7 +156,7 @@ class Chain:
         tx = {"to": self.token.address, "data": data, "value": 0, "gas": WITHDRAWAL_GAS_LIMIT,
               "gasPrice": gas_price, "nonce": nonce, "chainId": self.chain_id}
         signed = self._account.sign_transaction(tx)
-        return SignedTransfer(_hex(signed.hash), bytes(signed.raw_transaction), nonce)
+        return SignedTransfer(to_hex(signed.hash), bytes(signed.raw_transaction), nonce)
 
     def send_raw(self, raw: bytes) -> str:
         """Broadcast signed bytes: SENT, ALREADY_KNOWN (the node has them), or NONCE_USED (the
@@ -153,7 +176,7 @@ class Chain:
         return WITHDRAWAL_GAS_LIMIT * gas_price
 
 
-def _hex(value) -> str:
+def to_hex(value) -> str:
     text = value.hex() if hasattr(value, "hex") else str(value)
     return (text if text.startswith("0x") else "0x" + text).lower()
 
@@ -161,7 +184,7 @@ def _hex(value) -> str:
 def _transfer(entry) -> Transfer:
     topics = entry["topics"]
     data = entry["data"]
-    value = int(_hex(data), 16) if data not in (b"", "0x") else 0
-    return Transfer(tx_hash=_hex(entry["transactionHash"]), log_index=int(entry["logIndex"]),
-                    block_number=int(entry["blockNumber"]), block_hash=_hex(entry["blockHash"]),
-                    from_address="0x" + _hex(topics[1])[-40:], amount=value)
+    value = int(to_hex(data), 16) if data not in (b"", "0x") else 0
+    return Transfer(tx_hash=to_hex(entry["transactionHash"]), log_index=int(entry["logIndex"]),
+                    block_number=int(entry["blockNumber"]), block_hash=to_hex(entry["blockHash"]),
+                    from_address="0x" + to_hex(topics[1])[-40:], amount=value)

@@ -8,8 +8,9 @@ for the same withdrawal.
 import logging
 import time
 
+from chain.rpc import SignedTransfer
 from core.errors import InvalidTransition
-from db import notifications, service_status, withdrawals
+from db import hot_wallet, notifications, service_status, withdrawals
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,8 @@ class WithdrawalSender:
     def __init__(self, wctx):
         self.wctx = wctx
         self.funds_problem: dict | None = None
+        self.nonce_problem: dict | None = None
+        self._nonce_reported = False  # the stored flag is rewritten on the first run after a start
 
     def run(self) -> int:
         """Re-send anything signed but not yet broadcast, then send the next approved withdrawal."""
@@ -31,26 +34,61 @@ class WithdrawalSender:
             self._broadcast(row["id"], bytes(row["raw_tx"]))
 
     def send_next(self) -> int:
-        chain = self.wctx.chain
-        with self.wctx.transaction() as conn:
-            row = withdrawals.next_approved(conn)
-            highest = withdrawals.highest_nonce(conn)
-        if row is None:
+        signed = self.sign_next()
+        if signed is None:
             return 0
+        withdrawal_id, transfer = signed
+        self._broadcast(withdrawal_id, transfer.raw)
+        return 1
+
+    def sign_next(self) -> tuple[int, SignedTransfer] | None:
+        """Sign the oldest approved withdrawal and commit the signed bytes; None when nothing may be signed now."""
+        chain = self.wctx.chain
+        chain_nonce = chain.pending_nonce()
+        with self.wctx.transaction() as conn:
+            known_next = hot_wallet.next_nonce(conn, chain.hot_wallet)
+            row = withdrawals.next_approved(conn)
+        if not self._nonces_accounted_for(chain_nonce, known_next) or row is None:
+            return None
         gas_price = chain.gas_price()
         if not self._hot_wallet_covers(row, gas_price):
-            return 0
-        nonce = max(chain.pending_nonce(), -1 if highest is None else highest + 1)
+            return None
+        nonce = max(chain_nonce, known_next)  # the node may have forgotten signed transactions: never reuse
         signed = chain.sign_transfer(row["to_address"], row["amount"], nonce, gas_price)
         try:
             with self.wctx.transaction() as conn:  # committed before a single byte leaves
-                withdrawals.mark_signed(conn, row["id"], nonce=nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw)
+                withdrawals.mark_signed(conn, row["id"], from_address=chain.hot_wallet, nonce=nonce,
+                                        tx_hash=signed.tx_hash, raw_tx=signed.raw)
         except InvalidTransition:
             log.info("withdrawal #%s changed state while signing (rejected?); not sent", row["id"])
-            return 0
+            return None
         log.info("withdrawal #%s signed: nonce %s, tx %s", row["id"], nonce, signed.tx_hash)
-        self._broadcast(row["id"], signed.raw)
-        return 1
+        return row["id"], signed
+
+    def _nonces_accounted_for(self, chain_nonce: int, known_next: int) -> bool:
+        """False while the chain shows hot wallet transactions the database does not know (a restore)."""
+        problem = None
+        if chain_nonce > known_next:
+            problem = {"address": self.wctx.chain.hot_wallet, "chain_nonce": chain_nonce, "known_next": known_next,
+                       "unknown": chain_nonce - known_next}
+            log.error("hot wallet %s has sent %s transaction(s) the database does not know; sending stopped until "
+                      "`python dr.py reconcile`", problem["address"], problem["unknown"])
+        if problem != self.nonce_problem or not self._nonce_reported:
+            self._report_nonce_problem(problem)
+        return problem is None
+
+    def _report_nonce_problem(self, problem: dict | None) -> None:
+        """Record it for /status and dr.py status; alert admins once per gap."""
+        self.nonce_problem, self._nonce_reported = problem, True
+        with self.wctx.transaction() as conn:
+            service_status.put(conn, "hot_wallet_nonce", {"ahead": problem is not None, **(problem or {})})
+            if problem is None:
+                return
+            for admin_id in self.wctx.settings.admin_ids:
+                notifications.enqueue(conn, admin_id, "admin_nonce_ahead",
+                                      {"address": problem["address"], "unknown": problem["unknown"],
+                                       "chain_nonce": problem["chain_nonce"], "known": problem["known_next"]},
+                                      f"nonce-ahead:{problem['address']}:{problem['known_next']}:{admin_id}")
 
     def _broadcast(self, withdrawal_id: int, raw: bytes) -> None:
         """Send, then record BROADCAST; whether the nonce was free is settled by the reconciler."""

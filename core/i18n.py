@@ -339,6 +339,10 @@ CATALOG = {
     "maintenance_auto": {"en": "on (automatic: RPC failing, breaker {state})", "ru": "включено (автоматически: RPC недоступен, предохранитель {state})"},
     "unknown": {"en": "unknown", "ru": "неизвестно"},
     "funds_short": {"en": "SHORT of funds, withdrawals wait", "ru": "НЕ ХВАТАЕТ средств, выводы ждут"},
+    "nonce_ahead": {
+        "en": "STOPPED: {unknown} transaction(s) on chain the database does not know; run python dr.py reconcile",
+        "ru": "ОСТАНОВЛЕН: в сети транзакций, неизвестных базе: {unknown}; выполните python dr.py reconcile",
+    },
     "admin_assigned": {
         "en": "Deposit #{id} ({amount} {symbol}) credited to user {user_id}.",
         "ru": "Пополнение #{id} ({amount} {symbol}) зачислено пользователю {user_id}.",
@@ -354,6 +358,14 @@ CATALOG = {
     "admin_assign_no_user": {
         "en": "User {user_id} has not started the bot yet; nothing was credited.",
         "ru": "Пользователь {user_id} ещё не запускал бота; ничего не зачислено.",
+    },
+    "admin_nonce_ahead": {
+        "en": ("The hot wallet {address} has sent {unknown} transaction(s) the database does not know "
+               "(chain nonce {chain_nonce}, database {known}), as after a restore from a backup. "
+               "Withdrawals are stopped until an operator runs: python dr.py reconcile"),
+        "ru": ("Горячий кошелёк {address} отправил транзакций, неизвестных базе данных: {unknown} "
+               "(nonce в сети {chain_nonce}, в базе {known}), как после восстановления из резервной копии. "
+               "Выводы остановлены, пока оператор не выполнит: python dr.py reconcile"),
     },
     "notify_sent_before_proof": {
         "en": ("Deposit #{id} of {amount} {symbol} from your wallet was sent before you proved the wallet, "

@@ -38,8 +38,15 @@ WHERE id = %s RETURNING *
 SQL_CANCEL = "UPDATE withdrawals SET status = 'CANCELLED', reason = 'cancelled by the user' WHERE id = %s RETURNING *"
 SQL_FAIL = "UPDATE withdrawals SET status = 'FAILED', reason = %s WHERE id = %s RETURNING *"
 SQL_SIGNED = """
-UPDATE withdrawals SET status = 'SIGNED', nonce = %s, tx_hash = %s, raw_tx = %s WHERE id = %s RETURNING *
+UPDATE withdrawals SET status = 'SIGNED', from_address = %s, nonce = %s, tx_hash = %s, raw_tx = %s
+WHERE id = %s RETURNING *
 """
+SQL_PAID_ON_CHAIN = """
+UPDATE withdrawals SET status = 'CONFIRMED', from_address = %s, nonce = %s, tx_hash = %s, raw_tx = %s,
+    reconciled_at = now()
+WHERE id = %s RETURNING *
+"""
+SQL_UNPAID = "SELECT * FROM withdrawals WHERE status IN ('REQUESTED', 'APPROVED') ORDER BY id"
 SQL_SET_STATUS = "UPDATE withdrawals SET status = %s WHERE id = %s RETURNING *"
 SQL_FOR_USER = "SELECT * FROM withdrawals WHERE user_id = %s ORDER BY id DESC LIMIT %s"
 SQL_IN_FLIGHT_FOR_USER = """
@@ -48,7 +55,8 @@ ORDER BY id
 """
 SQL_BY_STATUS = "SELECT * FROM withdrawals WHERE status = %s ORDER BY id LIMIT %s"
 SQL_NEXT_APPROVED = "SELECT * FROM withdrawals WHERE status = 'APPROVED' ORDER BY id LIMIT 1"
-SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals"
+# rows signed before nonces were kept per hot wallet have no from_address: they were this wallet's
+SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals WHERE from_address = %s OR from_address IS NULL"
 
 
 @dataclass(frozen=True)
@@ -130,10 +138,23 @@ def fail(conn, withdrawal_id: int, reason: str) -> Change:
     return Change(row, True)
 
 
-def mark_signed(conn, withdrawal_id: int, *, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
+def mark_signed(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
     """Store the signed transaction; this must commit before the bytes are sent."""
     _expect(lock(conn, withdrawal_id), APPROVED)
-    return conn.execute(SQL_SIGNED, (nonce, tx_hash.lower(), raw_tx, withdrawal_id)).fetchone()
+    return conn.execute(SQL_SIGNED, (canonical(from_address), nonce, tx_hash.lower(), raw_tx,
+                                     withdrawal_id)).fetchone()
+
+
+def paid_on_chain(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
+    """A transaction found on chain paid this unpaid withdrawal (reconciliation after a restore)."""
+    _expect(lock(conn, withdrawal_id), REQUESTED, APPROVED)
+    return conn.execute(SQL_PAID_ON_CHAIN, (canonical(from_address), nonce, tx_hash.lower(), raw_tx,
+                                            withdrawal_id)).fetchone()
+
+
+def unpaid(conn) -> list[dict]:
+    """Withdrawals that hold funds but were never signed, oldest first."""
+    return conn.execute(SQL_UNPAID).fetchall()
 
 
 def mark_broadcast(conn, withdrawal_id: int) -> Change:
@@ -181,8 +202,8 @@ def next_approved(conn) -> dict | None:
     return conn.execute(SQL_NEXT_APPROVED).fetchone()
 
 
-def highest_nonce(conn) -> int | None:
-    return conn.execute(SQL_HIGHEST_NONCE).fetchone()["nonce"]
+def highest_nonce(conn, hot_wallet: str) -> int | None:
+    return conn.execute(SQL_HIGHEST_NONCE, (canonical(hot_wallet),)).fetchone()["nonce"]
 
 
 def _refund(conn, withdrawal: dict) -> None:

@@ -311,6 +311,7 @@ def chain_summary(ctx, lang: str) -> dict:
         rpc = ctx.worker_rpc_status()
         with ctx.transaction() as conn:
             wallet = service_status.get(conn, "hot_wallet")
+            nonce = service_status.get(conn, "hot_wallet_nonce")
             queued = notifications.pending_count(conn)
     except Exception:  # /status must answer whatever is down
         return {"maintenance": t(lang, "unknown"), "rpc": t(lang, "unknown"), "hot_wallet": t(lang, "unknown"),
@@ -324,8 +325,11 @@ def chain_summary(ctx, lang: str) -> dict:
     rpc_text = t(lang, "unknown") if rpc is None else rpc["breaker"] + (
         f" ({rpc['last_error']})" if rpc.get("last_error") and rpc["breaker"] != "CLOSED" else "")
     short = wallet and wallet["status"].get("short")
-    return {"maintenance": maintenance, "rpc": rpc_text, "queued": queued,
-            "hot_wallet": t(lang, "funds_short") if short else t(lang, "ok")}
+    if nonce and nonce["status"].get("ahead"):
+        hot_wallet = t(lang, "nonce_ahead", unknown=nonce["status"]["unknown"])
+    else:
+        hot_wallet = t(lang, "funds_short") if short else t(lang, "ok")
+    return {"maintenance": maintenance, "rpc": rpc_text, "queued": queued, "hot_wallet": hot_wallet}
 
 
 @admin_only("unattributed")

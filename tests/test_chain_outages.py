@@ -8,22 +8,22 @@ import collections
 import socket
 import threading
 
-import psycopg
 import pytest
 from eth_account import Account
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from web3.exceptions import TransactionNotFound
 
 from chain import rpc
-from db import withdrawals
-from db.pool import configure_connection
+from chain.sender import WithdrawalSender
 from devstack import chaintools, tcpproxy
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
-from dr import CircuitBreaker
+from dr import rpc_breaker
+from runtime.worker_context import build_worker_context
 from tests.botharness import ADMIN_ID, Db
-from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, user_with_wallet
+from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
+                                user_with_wallet)
+from tests.conftest import make_settings
 
 USDT = 10**6  # base units of one token of a 6-decimal token
 CHAIN_ID = 31337
@@ -450,21 +450,15 @@ def test_frozen_node_during_a_scan_and_a_broadcast_leaves_other_jobs_running(api
 # ---------------------------------------------------------------- 4. worker kill -9 around the broadcast
 
 def sign_like_the_worker(db_url: str, rpc_url: str, token_address: str) -> tuple[int, rpc.SignedTransfer]:
-    """What WithdrawalSender.send_next does up to the commit of SIGNED, through the production modules."""
-    breaker = CircuitBreaker("rpc", 3, 1.0, is_failure=rpc.is_transport_failure)
-    node = rpc.Chain(chaintools.connect(rpc_url), breaker, token_address=token_address,
-                       deposit_address=HOT_WALLET, chain_id=CHAIN_ID, hot_wallet_key=HOT_WALLET_KEY)
-    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
-        configure_connection(conn)
-        with conn.transaction():
-            row = withdrawals.next_approved(conn)
-            highest = withdrawals.highest_nonce(conn)
-        gas_price = node.gas_price()
-        nonce = max(node.pending_nonce(), -1 if highest is None else highest + 1)
-        signed = node.sign_transfer(row["to_address"], row["amount"], nonce, gas_price)
-        with conn.transaction():  # committed, and then the process "dies"
-            withdrawals.mark_signed(conn, row["id"], nonce=nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw)
-    return row["id"], signed
+    """The worker's own WithdrawalSender.sign_next, in a context built as the worker builds it; then "die"."""
+    accept_hot_wallet_history(db_url, rpc_url)
+    settings = make_settings(DATABASE_URL=db_url, RPC_URL=rpc_url, TOKEN_ADDRESS=token_address, CHAIN_ID=CHAIN_ID,
+                             HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value")
+    wctx = build_worker_context(settings, "test-signer", rpc_breaker(settings))
+    try:
+        return WithdrawalSender(wctx).sign_next()
+    finally:
+        wctx.pool.close()
 
 
 @pytest.mark.parametrize("sent_before_crash", [False, True], ids=["crash-before-send", "crash-after-send"])

@@ -187,7 +187,8 @@ def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_u
     signed = node.sign_transfer(chaintools.address_of(USER_KEYS[3]), 10 * 10**6, nonce, w3.eth.gas_price)
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         configure_connection(conn)
-        withdrawals.mark_signed(conn, withdrawal_id, nonce=nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw)
+        withdrawals.mark_signed(conn, withdrawal_id, from_address=HOT_WALLET, nonce=nonce, tx_hash=signed.tx_hash,
+                                raw_tx=signed.raw)
     chaintools.fund_eth(w3, HOT_WALLET, 10**21)
     chaintools.transfer(w3, token6.address, HOT_WALLET_KEY, chaintools.address_of(USER_KEYS[4]), 1)  # takes the nonce
     start_block = w3.eth.block_number

@@ -16,6 +16,7 @@ from tests.walletharness import bind_proven, new_key
 ROUNDS = 20
 THREADS = 50
 UNIT = 10**6  # a token with 6 decimals
+HOT = "0x" + "70" * 20  # the hot wallet that signs in these tests
 _ids = itertools.count(1000)
 
 
@@ -223,7 +224,8 @@ def test_failed_withdrawal_refunds_once(pool):
         withdrawal = request_withdrawal(conn, user_id=user_id, amount=4 * UNIT, fee=0,
                                         to_address=random_address(), auto_approve_max=5 * UNIT)
         assert withdrawal["status"] == "APPROVED"
-        withdrawals.mark_signed(conn, withdrawal["id"], nonce=7, tx_hash="0x" + "ab" * 32, raw_tx=b"\x01\x02")
+        withdrawals.mark_signed(conn, withdrawal["id"], from_address=HOT, nonce=7, tx_hash="0x" + "ab" * 32,
+                                raw_tx=b"\x01\x02")
         withdrawals.mark_broadcast(conn, withdrawal["id"])
     results = run_concurrently(10, lambda i: _in_tx(pool, withdrawals.fail, withdrawal["id"], "reverted"))
     assert sum(r.changed for r in results) == 1
@@ -237,10 +239,11 @@ def test_confirm_and_state_machine(pool):
                                to_address=random_address(), auto_approve_max=0)
         assert w["status"] == "REQUESTED"
         with pytest.raises(InvalidTransition):
-            withdrawals.mark_signed(conn, w["id"], nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x")
+            withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x")
         assert withdrawals.approve(conn, w["id"], admin_id=9).changed
         assert not withdrawals.approve(conn, w["id"], admin_id=9).changed
-        signed = withdrawals.mark_signed(conn, w["id"], nonce=1, tx_hash="0x" + "CD" * 32, raw_tx=b"raw")
+        signed = withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=1, tx_hash="0x" + "CD" * 32,
+                                         raw_tx=b"raw")
         assert signed["tx_hash"] == "0x" + "cd" * 32 and bytes(signed["raw_tx"]) == b"raw"
         with pytest.raises(InvalidTransition):
             withdrawals.reject(conn, w["id"], admin_id=9, reason="too late")
@@ -258,7 +261,7 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
     with transaction(pool) as conn:
         w = request_withdrawal(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
                                auto_approve_max=UNIT)
-        withdrawals.mark_signed(conn, w["id"], nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first")
+        withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first")
     with pytest.raises(DatabaseError, match="never replaced"):
         with transaction(pool) as conn:
             conn.execute("UPDATE withdrawals SET raw_tx = 'second' WHERE id = %s", (w["id"],))
@@ -270,7 +273,7 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
         with transaction(pool) as conn:
             w2 = request_withdrawal(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
                                     auto_approve_max=UNIT)
-            withdrawals.mark_signed(conn, w2["id"], nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x")
+            withdrawals.mark_signed(conn, w2["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x")
 
 
 def test_wallets_are_unique_case_insensitively(pool):

@@ -30,8 +30,7 @@ TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").he
 WITHDRAWAL_GAS_LIMIT = 100_000  # an ERC-20 transfer needs ~35-55k; fixed so signing needs no estimate
 RANGE_REFUSED_HINTS = ("range", "too many", "limit", "exceed", "10000", "response size")
 ALREADY_KNOWN_HINTS = ("already known", "known transaction", "already imported")
-NONCE_TOO_LOW_HINTS = ("nonce too low", "nonce is too low", "invalid nonce")
-SENT, ALREADY_KNOWN, NONCE_USED = "sent", "already known", "nonce used"
+SENT, ALREADY_KNOWN, NONCE_USED, NONCE_AHEAD = "sent", "already known", "nonce used", "nonce ahead"
 
 
 class RangeRefused(Exception):
@@ -158,17 +157,22 @@ class Chain:
         signed = self._account.sign_transaction(tx)
         return SignedTransfer(to_hex(signed.hash), bytes(signed.raw_transaction), nonce)
 
-    def send_raw(self, raw: bytes) -> str:
-        """Broadcast signed bytes: SENT, ALREADY_KNOWN (the node has them), or NONCE_USED (the
-        nonce is spent: by these very bytes if they were mined, otherwise by another transaction)."""
+    def send_raw(self, raw: bytes, nonce: int) -> str:
+        """Broadcast signed bytes: SENT, ALREADY_KNOWN (the node has them), NONCE_USED (the nonce is
+        spent: by these very bytes if they were mined, otherwise by another transaction) or
+        NONCE_AHEAD (the node refuses a nonce past the wallet's next one).
+
+        Whether a refused nonce is too low or too high is read from the node's transaction
+        count, not guessed from the wording of its error.
+        """
         try:
             self._rpc(self.w3.eth.send_raw_transaction, raw)
         except Web3RPCError as exc:
             message = str(exc).lower()
             if any(hint in message for hint in ALREADY_KNOWN_HINTS):
                 return ALREADY_KNOWN
-            if any(hint in message for hint in NONCE_TOO_LOW_HINTS):
-                return NONCE_USED
+            if "nonce" in message:
+                return NONCE_USED if self.nonce_at("latest") > nonce else NONCE_AHEAD
             raise
         return SENT
 

@@ -31,14 +31,14 @@ class WithdrawalSender:
         with self.wctx.transaction() as conn:
             signed = withdrawals.with_status(conn, withdrawals.SIGNED)
         for row in signed:
-            self._broadcast(row["id"], bytes(row["raw_tx"]))
+            self._broadcast(row["id"], bytes(row["raw_tx"]), row["nonce"])
 
     def send_next(self) -> int:
         signed = self.sign_next()
         if signed is None:
             return 0
         withdrawal_id, transfer = signed
-        self._broadcast(withdrawal_id, transfer.raw)
+        self._broadcast(withdrawal_id, transfer.raw, transfer.nonce)
         return 1
 
     def sign_next(self) -> tuple[int, SignedTransfer] | None:
@@ -90,9 +90,9 @@ class WithdrawalSender:
                                        "chain_nonce": problem["chain_nonce"], "known": problem["known_next"]},
                                       f"nonce-ahead:{problem['address']}:{problem['known_next']}:{admin_id}")
 
-    def _broadcast(self, withdrawal_id: int, raw: bytes) -> None:
+    def _broadcast(self, withdrawal_id: int, raw: bytes, nonce: int) -> None:
         """Send, then record BROADCAST; whether the nonce was free is settled by the reconciler."""
-        outcome = self.wctx.chain.send_raw(raw)
+        outcome = self.wctx.chain.send_raw(raw, nonce)
         with self.wctx.transaction() as conn:
             withdrawals.mark_broadcast(conn, withdrawal_id)
         log.info("withdrawal #%s broadcast (%s)", withdrawal_id, outcome)

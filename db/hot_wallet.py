@@ -14,6 +14,7 @@ SQL_HIGHEST_RECORDED = "SELECT max(nonce) AS nonce FROM hot_wallet_transactions 
 SQL_RECORD = """
 INSERT INTO hot_wallet_transactions (address, nonce, tx_hash, decision, withdrawal_id, decided_by)
 VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (address, nonce) DO NOTHING
 """
 
 
@@ -27,5 +28,6 @@ def next_nonce(conn, address: str) -> int:
 
 def record(conn, address: str, nonce: int, tx_hash: str | None, decision: str, decided_by: str,
            withdrawal_id: int | None = None) -> None:
+    """Record what the chain transaction with this nonce was; a nonce recorded before keeps its record."""
     conn.execute(SQL_RECORD, (canonical(address), nonce, tx_hash.lower() if tx_hash else None, decision,
                               withdrawal_id, decided_by))

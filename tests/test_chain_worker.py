@@ -1,11 +1,25 @@
 """worker.py against a real anvil: deposits credited once, withdrawals sent once, reverts refunded once."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
 import pytest
+import requests
+from psycopg.rows import dict_row
 from web3.exceptions import TransactionNotFound
+
+from chain.rpc import Chain
+from db import withdrawals
+from db.pool import configure_connection
+from dr import CircuitBreaker
 
 from devstack import chaintools
 from devstack.procs import wait_until
 from tests.botharness import ADMIN_ID, Db
-from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, user_with_wallet
+from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
+                                user_with_wallet)
+from tests.test_chain_outages import wait_for_more_status_reports
 
 USER_ID = 5001
 
@@ -168,12 +182,6 @@ def test_reverted_withdrawal_is_refunded_once(api, db, db_url, anvil, w3, token6
 
 def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_url, anvil, w3, token6):
     """A crash left the withdrawal SIGNED; meanwhile someone spent that nonce from the hot wallet."""
-    from chain.rpc import Chain
-    from db import withdrawals
-    from db.pool import configure_connection
-    from dr import CircuitBreaker
-    import psycopg
-    from psycopg.rows import dict_row
     user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
     chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
     withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
@@ -192,8 +200,14 @@ def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_u
     chaintools.fund_eth(w3, HOT_WALLET, 10**21)
     chaintools.transfer(w3, token6.address, HOT_WALLET_KEY, chaintools.address_of(USER_KEYS[4]), 1)  # takes the nonce
     start_block = w3.eth.block_number
-    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=3)
     try:
+        wait_until(lambda: "re-sending the same bytes" in worker.log(), 20, "the worker to find the nonce spent")
+        chaintools.mine(w3, 1)  # the nonce is consumed, but not yet CONFIRMATIONS deep: no refund yet
+        wait_for_more_status_reports(db, 3)  # the reconciler ran meanwhile
+        assert db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "BROADCAST"
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 0
+        chaintools.mine(w3, 2)
         wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "FAILED",
                    20, "the withdrawal whose nonce was taken to fail")
         api.wait_for(ADMIN_ID, contains=f"nonce {nonce} used by another transaction")
@@ -225,3 +239,105 @@ def test_credit_notice_waits_out_a_telegram_outage(api, db, db_url, anvil, w3, t
         assert len([m for m in api.messages(USER_ID) if "credited" in m["text"]]) == 1
     finally:
         worker.stop()
+
+
+def signed_withdrawal(db, db_url, w3, token6, to: str, amount: int, gas_price: int):
+    """An APPROVED withdrawal (with its hold) signed at the hot wallet's next nonce, as a crashed worker leaves it."""
+    withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                                VALUES (%s, 'APPROVED', %s, 0, %s, now()) RETURNING id""", (USER_ID, amount, to.lower()))
+    db.rows("""INSERT INTO ledger_entries (user_id, amount, kind, reference, idempotency_key, balance_after)
+               VALUES (%s, %s, 'withdrawal_hold', 'x', %s, 0)""", (USER_ID, -amount, f"test:hold:{withdrawal_id}"))
+    node = Chain(w3, CircuitBreaker("rpc", 3, 1), token_address=token6.address, deposit_address=HOT_WALLET,
+                 chain_id=31337, hot_wallet_key=HOT_WALLET_KEY)
+    nonce = w3.eth.get_transaction_count(HOT_WALLET, "pending")
+    signed = node.sign_transfer(to, amount, nonce, gas_price)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        configure_connection(conn)
+        withdrawals.mark_signed(conn, withdrawal_id, from_address=HOT_WALLET, nonce=nonce, tx_hash=signed.tx_hash,
+                                raw_tx=signed.raw)
+    return withdrawal_id, node, signed
+
+
+def test_a_nonce_spent_by_a_lost_attempt_that_pays_the_same_is_paid_not_refunded(api, db, db_url, anvil, w3,
+                                                                                  token6):
+    """The database lost the attempt that was mined (a restore); its stored attempt can never be mined."""
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    accept_hot_wallet_history(db_url, anvil.url)
+    target = chaintools.address_of(USER_KEYS[3])
+    withdrawal_id, node, stored = signed_withdrawal(db, db_url, w3, token6, target, 12 * 10**6, w3.eth.gas_price)
+    lost = node.sign_transfer(target, 12 * 10**6, stored.nonce, w3.eth.gas_price + 1)  # same payment, other bytes
+    w3.eth.send_raw_transaction(lost.raw)
+    start_block = w3.eth.block_number - 1
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=2)
+    try:
+        chaintools.mine(w3, 3)
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "CONFIRMED",
+                   20, "the withdrawal to be settled as paid")
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 0
+        assert db.balance(USER_ID) == 88 * 10**6
+        sent = [e for e in chaintools.transfer_events(w3, token6.address, start_block) if e["from"] == HOT_WALLET]
+        assert [(e["to"], e["value"]) for e in sent] == [(target, 12 * 10**6)]
+        api.wait_for(USER_ID, contains=lost.tx_hash)  # the user is shown the transaction that paid them
+    finally:
+        worker.stop()
+
+
+class ForgetfulNode:
+    """A JSON-RPC proxy that answers like a lagging backend while `forgetting`: no receipt, no transaction."""
+
+    FORGOTTEN = ("eth_getTransactionReceipt", "eth_getTransactionByHash")
+
+    def __init__(self, target_url: str):
+        self.target_url, self.forgetting = target_url, True
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = json.loads(body)
+                if node.forgetting and request.get("method") in node.FORGOTTEN:
+                    answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": None}).encode()
+                else:
+                    answer = requests.post(node.target_url, data=body, timeout=10,
+                                           headers={"Content-Type": "application/json"}).content
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_node_that_forgets_our_mined_transaction_causes_no_refund(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=100 * 10**6)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    target = chaintools.address_of(USER_KEYS[3])
+    withdrawal_id = db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                                VALUES (%s, 'APPROVED', %s, 0, %s, now()) RETURNING id""",
+                             (USER_ID, 15 * 10**6, target.lower()))
+    lagging = ForgetfulNode(anvil.url)
+    worker = start_worker(api, db_url, lagging.url, token6, w3, CONFIRMATIONS=2)
+    try:
+        wait_until(lambda: "re-sending the same bytes" in worker.log(), 20, "the worker to miss its own receipt")
+        chaintools.mine(w3, 4)  # deep enough for a refund, if the worker believed the lagging node
+        wait_for_more_status_reports(db, 3)
+        assert db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "BROADCAST"
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 0
+        lagging.forgetting = False
+        wait_until(lambda: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "CONFIRMED",
+                   20, "the withdrawal to be confirmed once the node answers")
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 0
+    finally:
+        worker.stop()
+        lagging.close()

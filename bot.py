@@ -172,10 +172,12 @@ def main() -> int:
         token = startup.token_info_or_exit(settings, pool, "bot")
     except DatabaseError as exc:
         startup.fail(f"bot: cannot reach the database: {exc}")
-    try:  # known only now: the setting must fit the token's decimals
-        parse_amount(settings.withdrawal_auto_approve_max, token.decimals, allow_zero=True)
-    except AmountError as exc:
-        startup.fail(f"configuration error: WITHDRAWAL_AUTO_APPROVE_MAX: {exc} for {token.symbol}", 2)
+    for name, value in (("WITHDRAWAL_AUTO_APPROVE_MAX", settings.withdrawal_auto_approve_max),
+                        ("WITHDRAWAL_DAILY_MAX", settings.withdrawal_daily_max)):
+        try:  # known only now: the setting must fit the token's decimals
+            parse_amount(value, token.decimals, allow_zero=True)
+        except AmountError as exc:
+            startup.fail(f"configuration error: {name}: {exc} for {token.symbol}", 2)
     client.configure(settings.telegram_api_url)
     redis = redis_client(settings)
     dialogs = DialogStore(redis)

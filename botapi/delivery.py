@@ -1,6 +1,8 @@
 """Deliver queued notifications through the Bot API, in each user's language."""
 import logging
 
+from telebot.types import InlineKeyboardButton, InlineKeyboardMarkup
+
 from botapi import client
 from core.i18n import CATALOG, t
 from db import notifications, users
@@ -34,18 +36,42 @@ def _deliver_one(wctx, row: dict) -> int:
     with wctx.transaction() as conn:
         user = users.get(conn, row["chat_id"])
     language = user["language"] if user else wctx.settings.default_language
-    key = payload.get("text")
-    if key not in CATALOG:
-        _record_failure(wctx, row, f"unknown text key {key!r}", permanent=True)
+    try:
+        text, markup = render(language, payload)
+    except RenderError as exc:  # a poison row fails alone; the rows behind it still go out
+        _record_failure(wctx, row, str(exc), permanent=True)
         return 0
     try:
-        client.call(wctx.bot.send_message, row["chat_id"], t(language, key, **payload.get("values", {})))
+        client.call(wctx.bot.send_message, row["chat_id"], text, reply_markup=markup)
     except client.SendFailed as exc:
         _record_failure(wctx, row, str(exc), permanent=exc.permanent, blocked=exc.blocked)
         return 0
     with wctx.transaction() as conn:
         notifications.mark_sent(conn, row["id"])
     return 1
+
+
+class RenderError(Exception):
+    """A queued notice that can never be shown: unknown text key, placeholder or button."""
+
+
+def render(language: str, payload: dict) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The notice's text in `language`, and its buttons (rows of [text key, values, callback data])."""
+    key = payload.get("text")
+    if key not in CATALOG:
+        raise RenderError(f"unknown text key {key!r}")
+    try:
+        text = t(language, key, **payload.get("values", {}))
+        rows = payload.get("buttons") or []
+        markup = None
+        if rows:
+            markup = InlineKeyboardMarkup()
+            for row in rows:
+                markup.row(*[InlineKeyboardButton(t(language, label, **values), callback_data=data)
+                             for label, values, data in row])
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise RenderError(f"{key}: cannot render ({type(exc).__name__}: {exc})") from None
+    return text, markup
 
 
 def _record_failure(wctx, row: dict, error: str, permanent: bool, blocked: bool = False) -> None:

@@ -20,7 +20,8 @@ class WithdrawalSender:
         self.wctx = wctx
         self.funds_problem: dict | None = None
         self.nonce_problem: dict | None = None
-        self._nonce_reported = False  # the stored flag is rewritten on the first run after a start
+        self._nonce_reported = False  # the stored flags are rewritten on the first run after a start
+        self._funds_reported = False
 
     def run(self) -> int:
         """Re-send anything signed but not yet broadcast, then send the next approved withdrawal."""
@@ -48,7 +49,11 @@ class WithdrawalSender:
         with self.wctx.transaction() as conn:
             known_next = hot_wallet.next_nonce(conn, chain.hot_wallet)
             row = withdrawals.next_approved(conn)
-        if not self._nonces_accounted_for(chain_nonce, known_next) or row is None:
+        if not self._nonces_accounted_for(chain_nonce, known_next):
+            return None
+        if row is None:
+            if self.funds_problem or not self._funds_reported:
+                self._report_funds(None)  # nothing waits for funds: a flag from before is stale
             return None
         gas_price = chain.gas_price()
         if not self._hot_wallet_covers(row, gas_price):
@@ -98,23 +103,33 @@ class WithdrawalSender:
         log.info("withdrawal #%s broadcast (%s)", withdrawal_id, outcome)
 
     def _hot_wallet_covers(self, row: dict, gas_price: int) -> bool:
-        """Token balance for the amount and native balance for gas; otherwise alert admins, wait."""
+        """Tokens and gas for this withdrawal on top of those already signed or sent; otherwise alert, wait.
+
+        Signed and broadcast withdrawals count until they are confirmed: while one sits in the
+        mempool the balance still shows its tokens (once mined, it is counted twice for a few
+        blocks, which only makes the check stricter).
+        """
         chain = self.wctx.chain
+        with self.wctx.transaction() as conn:
+            committed = withdrawals.committed_on_chain(conn)
         token_balance = chain.token_balance(chain.hot_wallet)
         native_balance = chain.native_balance(chain.hot_wallet)
-        if token_balance >= row["amount"] and native_balance >= chain.gas_cost(gas_price):
-            if self.funds_problem:
+        tokens_needed = row["amount"] + committed["amount"]
+        gas_needed = chain.gas_cost(gas_price) * (committed["count"] + 1)
+        if token_balance >= tokens_needed and native_balance >= gas_needed:
+            if self.funds_problem or not self._funds_reported:
                 self._report_funds(None)
             return True
         problem = {"withdrawal": row["id"], "token_balance": self.wctx.amount(token_balance),
-                   "native_balance": str(native_balance), "address": chain.hot_wallet}
+                   "native_balance": str(native_balance), "address": chain.hot_wallet,
+                   "committed": self.wctx.amount(committed["amount"])}
         log.warning("hot wallet short of funds for withdrawal #%s: %s", row["id"], problem)
         self._report_funds(problem)
         return False
 
     def _report_funds(self, problem: dict | None) -> None:
         """Record the shortage for /status; alert admins if the last alert is older than the interval."""
-        self.funds_problem = problem
+        self.funds_problem, self._funds_reported = problem, True
         interval = self.wctx.settings.low_funds_alert_interval_s
         now = time.time()
         with self.wctx.transaction() as conn:
@@ -129,5 +144,6 @@ class WithdrawalSender:
                 notifications.enqueue(conn, admin_id, "admin_low_funds",
                                       {"address": problem["address"], "id": problem["withdrawal"],
                                        "token_balance": problem["token_balance"],
-                                       "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol},
+                                       "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol,
+                                       "committed": problem["committed"]},
                                       f"low-funds:{int(now)}:{admin_id}")

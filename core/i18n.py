@@ -283,10 +283,12 @@ CATALOG = {
         "ru": "Вывод #{id} не прошёл в сети ({reason}; транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
     },
     "admin_low_funds": {
-        "en": ("The hot wallet {address} cannot pay withdrawal #{id}: it has {token_balance} {symbol} and "
-               "{native_balance} wei for gas. Approved withdrawals wait until it is topped up."),
-        "ru": ("Горячий кошелёк {address} не может оплатить вывод #{id}: на нём {token_balance} {symbol} и "
-               "{native_balance} wei на газ. Одобренные выводы ждут пополнения."),
+        "en": ("The hot wallet {address} cannot pay withdrawal #{id}: it has {token_balance} {symbol} "
+               "({committed} {symbol} of it already on its way) and {native_balance} wei for gas. "
+               "Approved withdrawals wait until it is topped up."),
+        "ru": ("Горячий кошелёк {address} не может оплатить вывод #{id}: на нём {token_balance} {symbol} "
+               "(из них {committed} {symbol} уже отправляются) и {native_balance} wei на газ. "
+               "Одобренные выводы ждут пополнения."),
     },
     "notify_withdrawal_rejected_no_reason": {
         "en": "Withdrawal #{id} of {amount} {symbol} was rejected. {total} {symbol} returned to your balance.",

@@ -231,6 +231,8 @@ VARIABLES = (
     Var("DEFAULT_LANGUAGE", _language, "en", "language when Telegram gives none: ru or en"),
     Var("WITHDRAWAL_AUTO_APPROVE_MAX", _token_units, "0",
         "token units; withdrawals up to this are approved at once, 0 = every one needs an admin"),
+    Var("WITHDRAWAL_DAILY_MAX", _token_units, "0",
+        "token units a user may withdraw in 24 h without an admin, 0 = no limit; above it every one needs an admin"),
     Var("STATE_DIR", _path, "./state", "directory for heartbeat and status files"),
     Var("DEPOSIT_REQUEST_TTL_H", _integer(1, 720), "24", "hours a deposit request stays open"),
     Var("RATE_LIMIT_UPDATES", _integer(1, 10000), "20", "updates a user may send per window"),

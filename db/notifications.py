@@ -33,9 +33,10 @@ WHERE id = %(id)s
 SQL_PENDING_COUNT = "SELECT count(*) AS n FROM notification_queue_fallback WHERE status = 'PENDING'"
 
 
-def enqueue(conn, chat_id: int, text_key: str, values: dict, idempotency_key: str) -> int | None:
-    """Queue a message; its id, or None if this event was queued before."""
-    payload = {"text": text_key, "values": values}
+def enqueue(conn, chat_id: int, text_key: str, values: dict, idempotency_key: str,
+            buttons: list | None = None) -> int | None:
+    """Queue a message (buttons: rows of [text key, values, callback data]); its id, or None if queued before."""
+    payload = {"text": text_key, "values": values, **({"buttons": buttons} if buttons else {})}
     row = conn.execute(SQL_ENQUEUE, (chat_id, Jsonb(payload), idempotency_key)).fetchone()
     return row["id"] if row else None
 

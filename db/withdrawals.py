@@ -46,6 +46,13 @@ UPDATE withdrawals SET status = 'CONFIRMED', from_address = %s, nonce = %s, tx_h
     reconciled_at = now()
 WHERE id = %s RETURNING *
 """
+SQL_COMMITTED = """
+SELECT coalesce(sum(amount), 0) AS amount, count(*) AS count FROM withdrawals WHERE status IN ('SIGNED', 'BROADCAST')
+"""
+SQL_LAST_DAY = """
+SELECT coalesce(sum(amount), 0) AS amount FROM withdrawals
+WHERE user_id = %s AND created_at > now() - interval '24 hours' AND status NOT IN ('REJECTED', 'CANCELLED', 'FAILED')
+"""
 SQL_UNPAID = "SELECT * FROM withdrawals WHERE status IN ('REQUESTED', 'APPROVED') ORDER BY id"
 SQL_SET_STATUS = "UPDATE withdrawals SET status = %s WHERE id = %s RETURNING *"
 SQL_FOR_USER = "SELECT * FROM withdrawals WHERE user_id = %s ORDER BY id DESC LIMIT %s"
@@ -66,24 +73,36 @@ class Change:
 
 
 def request_once(conn, *, request_key: str, user_id: int, amount: int, fee: int, to_address: str,
-                 auto_approve_max: int) -> Change:
-    """Create a withdrawal and hold amount + fee (approved at once when amount <= auto_approve_max > 0);
-    a second call with the same key (a double tap) returns the first withdrawal unchanged."""
-    user = users.lock(conn, user_id)  # serializes this user's requests, so the lookup cannot race
+                 auto_approve_max: int, daily_max: int = 0) -> Change:
+    """Create a withdrawal and hold amount + fee; a second call with the same key (a double tap)
+    returns the first withdrawal unchanged.
+
+    Approved at once when amount <= auto_approve_max > 0, unless it takes the user's last 24 h
+    of withdrawals past daily_max > 0: then an admin decides.
+    """
+    user = users.lock(conn, user_id)  # serializes this user's requests, so the lookup and the sum cannot race
     existing = conn.execute(SQL_BY_REQUEST_KEY, (request_key,)).fetchone()
     if existing:
         return Change(existing, False)
-    return Change(_create(conn, user, amount, fee, to_address, auto_approve_max, request_key), True)
+    automatic = 0 < amount <= auto_approve_max
+    if automatic and daily_max > 0:
+        automatic = withdrawn_last_day(conn, user_id) + amount <= daily_max
+    return Change(_create(conn, user, amount, fee, to_address, automatic, request_key), True)
 
 
-def _create(conn, user: dict, amount: int, fee: int, to_address: str, auto_approve_max: int,
+def withdrawn_last_day(conn, user_id: int) -> int:
+    """What the user withdrew in the last 24 h, counting everything not rejected, cancelled or failed."""
+    return int(conn.execute(SQL_LAST_DAY, (user_id,)).fetchone()["amount"])
+
+
+def _create(conn, user: dict, amount: int, fee: int, to_address: str, approve_at_once: bool,
             request_key: str | None) -> dict:
     if amount <= 0 or fee < 0:
         raise ValueError("amount must be positive and fee non-negative")
     if user["balance"] < amount + fee:
         raise InsufficientFunds("balance does not cover amount plus fee")
     user_id = user["id"]
-    status = APPROVED if 0 < amount <= auto_approve_max else REQUESTED
+    status = APPROVED if approve_at_once else REQUESTED
     row = conn.execute(SQL_INSERT, {"user_id": user_id, "status": status, "amount": amount, "fee": fee,
                                     "to": canonical(to_address), "request_key": request_key}).fetchone()
     ledger.post(conn, user_id=user_id, amount=-(amount + fee), kind="withdrawal_hold",
@@ -150,6 +169,12 @@ def paid_on_chain(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx
     _expect(lock(conn, withdrawal_id), REQUESTED, APPROVED)
     return conn.execute(SQL_PAID_ON_CHAIN, (canonical(from_address), nonce, tx_hash.lower(), raw_tx,
                                             withdrawal_id)).fetchone()
+
+
+def committed_on_chain(conn) -> dict:
+    """Amount and number of withdrawals signed or sent but not yet confirmed."""
+    row = conn.execute(SQL_COMMITTED).fetchone()
+    return {"amount": int(row["amount"]), "count": int(row["count"])}
 
 
 def unpaid(conn) -> list[dict]:

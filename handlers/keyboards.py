@@ -69,5 +69,11 @@ def withdraw_confirm(lang: str, draft: str) -> InlineKeyboardMarkup:
 
 
 def approve_reject(lang: str, withdrawal_id: int) -> InlineKeyboardMarkup:
-    return _markup([[(t(lang, "btn_approve", id=withdrawal_id), f"ap:{withdrawal_id}"),
-                     (t(lang, "btn_reject", id=withdrawal_id), f"rj:{withdrawal_id}")]])
+    return _markup([[(t(lang, label, **values), data) for label, values, data in row]
+                    for row in approve_reject_rows(withdrawal_id)])
+
+
+def approve_reject_rows(withdrawal_id: int) -> list:
+    """The Approve / Reject buttons as a queued notice carries them: [text key, values, callback data]."""
+    values = {"id": withdrawal_id}
+    return [[["btn_approve", values, f"ap:{withdrawal_id}"], ["btn_reject", values, f"rj:{withdrawal_id}"]]]

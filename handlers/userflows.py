@@ -11,7 +11,8 @@ from core.addresses import parse_address
 from core.amounts import parse_amount
 from core.errors import AmountError, InsufficientFunds, InvalidTransition, NotFound
 from core.i18n import t
-from db import deposits, levels, system_settings, users, withdrawals
+from botapi import delivery
+from db import deposits, levels, notifications, system_settings, users, withdrawals
 from handlers import keyboards, walletflows
 from handlers.common import acceptable_address, command_args, ensure_registered
 
@@ -291,13 +292,17 @@ def confirm_withdrawal(ctx, call, data, draft: str) -> None:
     amount, fee = int(dialog["amount"]), int(dialog["fee"])
     settings = ctx.settings
     auto_max = parse_amount(settings.withdrawal_auto_approve_max, ctx.token.decimals, allow_zero=True)
+    daily_max = parse_amount(settings.withdrawal_daily_max, ctx.token.decimals, allow_zero=True)
     try:
         with ctx.transaction() as conn:
-            change = None
+            change, notices = None, []
             if withdrawal_fee(ctx, conn) == fee:  # the fee shown is the fee charged, or nothing happens
                 change = withdrawals.request_once(conn, request_key=f"wd:{user['id']}:{draft}",
                                                   user_id=user["id"], amount=amount, fee=fee,
-                                                  to_address=dialog["to"], auto_approve_max=auto_max)
+                                                  to_address=dialog["to"], auto_approve_max=auto_max,
+                                                  daily_max=daily_max)
+            if change and change.changed and change.withdrawal["status"] == withdrawals.REQUESTED:
+                notices = queue_admin_alerts(ctx, conn, change.withdrawal)  # committed with the request
     except InsufficientFunds:
         change = None
     if change is None:
@@ -313,20 +318,26 @@ def confirm_withdrawal(ctx, call, data, draft: str) -> None:
     ctx.edit(chat_id, call.message.message_id,
              t(lang_code, "withdraw_created", id=row["id"], amount=ctx.amount(amount), symbol=symbol,
                address=dialog["to"], status=t(lang_code, f"status_{row['status']}")))
-    if row["status"] == withdrawals.REQUESTED:
-        tell_admins_about(ctx, row)
+    delivery.deliver(ctx, notices)
 
 
-def tell_admins_about(ctx, row: dict) -> None:
-    for admin_id in ctx.settings.admin_ids:
-        ctx.send(admin_id, pending_line(ctx, ctx.settings.default_language, row),
-                 keyboards.approve_reject(ctx.settings.default_language, row["id"]))
+def queue_admin_alerts(ctx, conn, row: dict) -> list[int]:
+    """Queue every admin's notice of a new request, with Approve / Reject buttons, in the request's transaction."""
+    ids = [notifications.enqueue(conn, admin_id, "admin_pending_item", pending_values(ctx, row),
+                                 f"withdrawal-requested:{row['id']}:admin:{admin_id}",
+                                 buttons=keyboards.approve_reject_rows(row["id"]))
+           for admin_id in ctx.settings.admin_ids]
+    return [i for i in ids if i is not None]
+
+
+def pending_values(ctx, row: dict) -> dict:
+    return {"id": row["id"], "user_id": row["user_id"], "amount": ctx.amount(row["amount"]),
+            "fee": ctx.amount(row["fee"]), "symbol": ctx.token.symbol, "address": parse_address(row["to_address"]),
+            "created": row["created_at"].strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def pending_line(ctx, lang_code: str, row: dict) -> str:
-    return t(lang_code, "admin_pending_item", id=row["id"], user_id=row["user_id"], amount=ctx.amount(row["amount"]),
-             fee=ctx.amount(row["fee"]), symbol=ctx.token.symbol, address=parse_address(row["to_address"]),
-             created=row["created_at"].strftime("%Y-%m-%d %H:%M UTC"))
+    return t(lang_code, "admin_pending_item", **pending_values(ctx, row))
 
 
 def cancel_withdrawal(ctx, call, data, draft: str) -> None:

@@ -369,6 +369,20 @@ def test_withdraw_to_bound_wallet_with_confirmation(api, db):
     assert db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)) == "REQUESTED"
 
 
+def test_the_admins_notice_of_a_request_is_queued_with_the_request(api, db, admin):
+    """Telegram fails while the admin is told: the notice stays queued (with its buttons) for the worker."""
+    chat = registered(api, db, balance=100 * UNIT)
+    chat.send("/withdraw 7")
+    api.fail_next("sendMessage", status=502, count=3)  # every attempt of the bot's immediate delivery
+    withdrawal_id = hash_id(chat.press("Confirm", edited=True)["text"])
+    queued = lambda: db.rows("""SELECT status, attempts, payload FROM notification_queue_fallback
+                                WHERE idempotency_key = %s""", (f"withdrawal-requested:{withdrawal_id}:admin:{ADMIN_ID}",))
+    wait_until(lambda: queued() and queued()[0]["attempts"] == 1, 15, "the failed delivery to be recorded")
+    row = queued()[0]
+    assert row["status"] == "PENDING" and row["payload"]["text"] == "admin_pending_item"
+    assert [b[2] for b in row["payload"]["buttons"][0]] == [f"ap:{withdrawal_id}", f"rj:{withdrawal_id}"]
+
+
 def test_double_tap_on_confirm_creates_one_withdrawal(api, db):
     chat = registered(api, db, balance=100 * UNIT)
     preview = chat.send("/withdraw 30")
@@ -415,13 +429,15 @@ def test_auto_approved_withdrawal(api, bot_db, redis_server, anvil):
     """WITHDRAWAL_AUTO_APPROVE_MAX: a second bot process with a different setting."""
     with BotApiStandIn(token="123456:TEST-token_value") as own_api:
         process = BotProcess(own_api, bot_db, redis_server.url(2), WITHDRAWAL_AUTO_APPROVE_MAX="10",
-                             RPC_URL=anvil.url).start()
+                             WITHDRAWAL_DAILY_MAX="15", RPC_URL=anvil.url).start()
         try:
             db = Db(bot_db)
             chat = registered(own_api, db, balance=50 * UNIT)
             chat.send("/withdraw 10")
             assert "Status: approved" in chat.press("Confirm", edited=True)["text"]
             chat.send("/withdraw 11")
+            assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+            chat.send("/withdraw 6")  # under the automatic limit, but 16 in 24 h is past the daily one
             assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
         finally:
             process.stop()

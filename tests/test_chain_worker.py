@@ -341,3 +341,59 @@ def test_a_node_that_forgets_our_mined_transaction_causes_no_refund(api, db, db_
     finally:
         worker.stop()
         lagging.close()
+
+
+def test_the_funds_check_counts_withdrawals_already_in_flight(api, db, db_url, own_anvil):
+    """Two withdrawals of 60 from a hot wallet with 100: the second waits while the first sits in the mempool."""
+    w3 = chaintools.connect(own_anvil.url)
+    token = chaintools.deploy_token_info(w3, "Tether USD", "USDT", 6)
+    user_with_wallet(db, USER_ID, USER_KEYS[0], balance=200 * 10**6)
+    chaintools.mint(w3, token.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 100 * 10**6)
+    targets = [chaintools.address_of(USER_KEYS[3]), chaintools.address_of(USER_KEYS[4])]
+    ids = [db.value("""INSERT INTO withdrawals (user_id, status, amount, fee, to_address, approved_at)
+                       VALUES (%s, 'APPROVED', %s, 0, %s, now()) RETURNING id""", (USER_ID, 60 * 10**6, to.lower()))
+           for to in targets]
+    status = lambda withdrawal_id: db.value("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,))
+    chaintools.node_request(w3, "evm_setAutomine", [False])  # what is sent stays in the mempool
+    worker = start_worker(api, db_url, own_anvil.url, token, w3, CONFIRMATIONS=1)
+    try:
+        wait_until(lambda: status(ids[0]) == "BROADCAST", 20, "the first withdrawal to be sent")
+        short = lambda: (db.value("SELECT status FROM service_status WHERE name = 'hot_wallet'") or {}).get("short")
+        wait_until(short, 20, "the hot wallet to be reported short for the second")
+        wait_for_more_status_reports(db, 2)
+        assert status(ids[1]) == "APPROVED"  # 100 on the balance, but 60 of it is already on its way
+        api.wait_for(ADMIN_ID, contains=f"cannot pay withdrawal #{ids[1]}: it has 100 USDT (60 USDT of it already",
+                     timeout=20)
+        chaintools.node_request(w3, "evm_setAutomine", [True])
+        chaintools.mine(w3, 1)  # the first withdrawal is mined: 40 left, still short for the second
+        wait_until(lambda: status(ids[0]) == "CONFIRMED", 20, "the first withdrawal to be confirmed")
+        wait_for_more_status_reports(db, 2)
+        assert status(ids[1]) == "APPROVED"
+        chaintools.mint(w3, token.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 100 * 10**6)  # topped up
+        wait_until(lambda: status(ids[1]) in ("BROADCAST", "CONFIRMED"), 20, "the second withdrawal to be sent")
+        chaintools.mine(w3, 2)
+        wait_until(lambda: [status(i) for i in ids] == ["CONFIRMED", "CONFIRMED"], 30, "both to be confirmed")
+        assert not short()
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'withdrawal_refund'") == 0
+    finally:
+        worker.stop()
+
+
+def test_a_notice_that_cannot_be_rendered_fails_alone(api, db, db_url, anvil, w3, token6):
+    """A poison row (a placeholder its values lack) must not starve the notices queued behind it."""
+    db.rows("INSERT INTO users (id, language) VALUES (%s, 'en')", (USER_ID,))
+    poison = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+                         VALUES (%s, %s, 'test:poison') RETURNING id""",
+                      (USER_ID, json.dumps({"text": "notify_deposit_credited", "values": {"id": 1}})))
+    good = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+                       VALUES (%s, %s, 'test:good') RETURNING id""",
+                    (USER_ID, json.dumps({"text": "cancelled", "values": {}})))
+    worker = start_worker(api, db_url, anvil.url, token6, w3)
+    try:
+        api.wait_for(USER_ID, contains="Cancelled.")
+        row = lambda i: db.rows("SELECT status, last_error FROM notification_queue_fallback WHERE id = %s", (i,))[0]
+        wait_until(lambda: row(poison)["status"] == "FAILED", 10, "the poison row to be marked failed")
+        assert "cannot render" in row(poison)["last_error"] and row(good)["status"] == "SENT"
+        assert [m["text"] for m in api.messages(USER_ID)] == ["Cancelled."]
+    finally:
+        worker.stop()

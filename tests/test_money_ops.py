@@ -268,6 +268,10 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
     with pytest.raises(DatabaseError, match="SIGNED -> REQUESTED is not allowed"):
         with transaction(pool) as conn:
             conn.execute("UPDATE withdrawals SET status = 'REQUESTED' WHERE id = %s", (w["id"],))
+    for change in ("amount = amount + 1", "fee = 5", "to_address = '0x" + "99" * 20 + "'", "user_id = user_id + 1"):
+        with pytest.raises(DatabaseError, match="never change"):  # refunds and payments rely on the terms
+            with transaction(pool) as conn:
+                conn.execute(f"UPDATE withdrawals SET {change} WHERE id = %s", (w["id"],))
     other = new_user(pool, balance=10 * UNIT)
     with pytest.raises(DatabaseError, match="UniqueViolation"):  # a nonce is never used twice
         with transaction(pool) as conn:
@@ -327,3 +331,23 @@ def test_double_tap_with_one_request_key_creates_one_withdrawal(pool):
         assert sum(r.changed for r in results) == 1
         assert len({r.withdrawal["id"] for r in results}) == 1
         assert balance_of(pool, user_id) == 89 * UNIT
+
+
+def test_the_daily_limit_sends_automatic_withdrawals_to_an_admin(pool):
+    user_id = new_user(pool, balance=100 * UNIT)
+
+    def request(amount: int) -> dict:
+        with transaction(pool) as conn:
+            return withdrawals.request_once(conn, request_key=f"test:{secrets.token_hex(8)}", user_id=user_id,
+                                            amount=amount * UNIT, fee=0, to_address=random_address(),
+                                            auto_approve_max=10 * UNIT, daily_max=15 * UNIT).withdrawal
+
+    first, second = request(8), request(7)
+    assert (first["status"], second["status"]) == ("APPROVED", "APPROVED")  # 15 in 24 h: at the limit
+    third = request(1)
+    assert third["status"] == "REQUESTED"
+    with transaction(pool) as conn:
+        withdrawals.reject(conn, second["id"], admin_id=9, reason=None)  # what was refunded does not count
+    assert request(6)["status"] == "APPROVED"  # 8 + 1 waiting for an admin + 6 = 15
+    assert request(1)["status"] == "REQUESTED"
+

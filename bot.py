@@ -178,7 +178,7 @@ def main() -> int:
             parse_amount(value, token.decimals, allow_zero=True)
         except AmountError as exc:
             startup.fail(f"configuration error: {name}: {exc} for {token.symbol}", 2)
-    client.configure(settings.telegram_api_url)
+    client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     redis = redis_client(settings)
     dialogs = DialogStore(redis)
     bot = TeleBot(settings.bot_token.reveal(), threaded=True, num_threads=HANDLER_THREADS,

@@ -42,7 +42,7 @@ def _deliver_one(wctx, row: dict) -> int:
         _record_failure(wctx, row, str(exc), permanent=True)
         return 0
     try:
-        client.call(wctx.bot.send_message, row["chat_id"], text, reply_markup=markup)
+        client.call(wctx.bot.send_message, row["chat_id"], text, reply_markup=markup, idempotent=False)
     except client.SendFailed as exc:
         _record_failure(wctx, row, str(exc), permanent=exc.permanent, blocked=exc.blocked)
         return 0

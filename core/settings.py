@@ -239,6 +239,8 @@ VARIABLES = (
     Var("RATE_LIMIT_WINDOW_S", _integer(1, 3600), "10", "seconds of the rate-limit window"),
     Var("REDIS_TIMEOUT_S", _seconds(0.1), "1", "seconds for a Redis connect or command before it counts as down"),
     Var("RPC_TIMEOUT_S", _seconds(0.1), "5", "seconds for one JSON-RPC request"),
+    Var("TELEGRAM_READ_TIMEOUT_S", _seconds(0.5), "10",
+        "seconds to wait for a Bot API answer; a send left unanswered is retried only by the queue"),
     Var("TELEGRAM_POLL_TIMEOUT_S", _integer(1, 50), "25", "seconds of one getUpdates long poll"),
     Var("SCAN_START_BLOCK", _integer(0), None, "first block of the very first deposit scan; default: the head then"),
     Var("SCAN_CHUNK_BLOCKS", _integer(1, 100000), "500", "blocks per eth_getLogs request (halved when refused)"),

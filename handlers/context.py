@@ -106,7 +106,7 @@ class Context:
     def send(self, chat_id: int, text: str, markup=None):
         """Send a plain-text message; a user who blocked the bot is marked, nothing raised."""
         try:
-            return client.call(self.bot.send_message, chat_id, text, reply_markup=markup)
+            return client.call(self.bot.send_message, chat_id, text, reply_markup=markup, idempotent=False)
         except client.SendFailed as exc:
             if exc.blocked:
                 self._mark_blocked(chat_id)

@@ -49,7 +49,7 @@ def build_worker_context(settings, application_name: str, rpc_breaker) -> Worker
     node = Chain(connect(settings), rpc_breaker, token_address=settings.token_address,
                  deposit_address=settings.deposit_address, chain_id=settings.chain_id,
                  hot_wallet_key=settings.hot_wallet_private_key.reveal())
-    client.configure(settings.telegram_api_url)
+    client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
     return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
                          bot=TeleBot(settings.bot_token.reveal(), threaded=False))

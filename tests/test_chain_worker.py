@@ -397,3 +397,27 @@ def test_a_notice_that_cannot_be_rendered_fails_alone(api, db, db_url, anvil, w3
         assert [m["text"] for m in api.messages(USER_ID)] == ["Cancelled."]
     finally:
         worker.stop()
+
+
+def test_a_send_left_unanswered_is_not_repeated_at_once(api, db, db_url, anvil, w3, token6):
+    """Telegram takes the message but answers too late: at most one duplicate per timed-out send."""
+    db.rows("INSERT INTO users (id, language) VALUES (%s, 'en')", (USER_ID,))
+    notice = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+                         VALUES (%s, %s, 'test:slow') RETURNING id""",
+                      (USER_ID, json.dumps({"text": "cancelled", "values": {}})))
+    row = lambda: db.rows("SELECT status, attempts, last_error FROM notification_queue_fallback WHERE id = %s",
+                          (notice,))[0]
+    api.set_delay(2.5, "sendMessage")  # delivered, but after the worker stopped waiting
+    worker = start_worker(api, db_url, anvil.url, token6, w3, TELEGRAM_READ_TIMEOUT_S=1)
+    try:
+        wait_until(lambda: row()["attempts"] >= 1, 20, "the first send to time out")
+        assert "outcome unknown" in row()["last_error"]
+        api.wait_for(USER_ID, contains="Cancelled.")
+        api.set_delay(0, "sendMessage")
+        wait_until(lambda: row()["status"] == "SENT", 20, "the queue to send it again")
+        wait_for_more_status_reports(db, 2)
+        timed_out = row()["attempts"]  # each one delivered late; the last attempt was answered in time
+        assert [m["text"] for m in api.messages(USER_ID)] == ["Cancelled."] * (timed_out + 1)
+    finally:
+        api.set_delay(0, "sendMessage")
+        worker.stop()

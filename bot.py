@@ -187,7 +187,8 @@ def main() -> int:
     node = Chain(connect(settings), rpc_breaker(settings), token_address=settings.token_address,
                  deposit_address=settings.deposit_address, chain_id=settings.chain_id)  # reads the head only
     ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs,
-                  limiter=RateLimiter(redis, settings.rate_limit_updates, settings.rate_limit_window_s),
+                  limiter=RateLimiter(redis, lambda: (watcher.current().rate_limit_updates,
+                                                      watcher.current().rate_limit_window_s)),
                   token=token, chain=node, bot_id=int(settings.bot_token.reveal().split(":")[0]))
     bot.setup_middleware(SessionMiddleware(ctx))
     register_handlers(bot, ctx)

@@ -190,33 +190,34 @@ class RateLimiter:
     """Fixed-window counter per user: ALLOW up to the limit, WARN once past it, then DROP.
 
     Counts live in Redis so bot restarts do not reset them; while Redis is down the
-    same counting happens in memory, so a flood is still cut off.
+    same counting happens in memory, so a flood is still cut off. `limits()` gives
+    (updates, window seconds) at each hit, so live .env edits apply at once.
     """
 
-    def __init__(self, client: redis.Redis, limit: int, window_s: int, clock=time.time):
+    def __init__(self, client: redis.Redis, limits, clock=time.time):
         self._redis = client
-        self._limit = limit
-        self._window_s = window_s
+        self._limits = limits
         self._clock = clock
         self._local: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
 
     def hit(self, user_id: int) -> str:
-        window = int(self._clock() // self._window_s)
+        limit, window_s = self._limits()
+        window = int(self._clock() // window_s)
         try:
-            count = self._count_in_redis(user_id, window)
+            count = self._count_in_redis(user_id, window, window_s)
         except REDIS_ERRORS as exc:
             log.warning("rate limiter: Redis unavailable (%s), counting in memory", type(exc).__name__)
             count = self._count_in_memory(user_id, window)
-        if count <= self._limit:
+        if count <= limit:
             return ALLOW
-        return WARN if count == self._limit + 1 else DROP
+        return WARN if count == limit + 1 else DROP
 
-    def _count_in_redis(self, user_id: int, window: int) -> int:
-        key = f"rl:{user_id}:{window}"
+    def _count_in_redis(self, user_id: int, window: int, window_s: int) -> int:
+        key = f"rl:{user_id}:{window_s}:{window}"
         pipe = self._redis.pipeline()
         pipe.incr(key)
-        pipe.expire(key, self._window_s * 2)
+        pipe.expire(key, window_s * 2)
         return int(pipe.execute()[0])
 
     def _count_in_memory(self, user_id: int, window: int) -> int:

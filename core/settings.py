@@ -3,6 +3,7 @@
 Every variable is declared once in VARIABLES with its parser, default and meaning;
 .env.example and the README table are checked against that list by the tests.
 """
+import logging
 import os
 import re
 import sys
@@ -18,6 +19,8 @@ from eth_account import Account
 from core.addresses import ZERO_ADDRESS, parse_address
 from core.amounts import parse_amount
 from core.errors import AddressError, AmountError, ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_FILE_DEFAULT = "./.env"
 LANGUAGES = ("ru", "en")
@@ -207,6 +210,7 @@ class Var:
     default: str | None
     doc: str
     secret: bool = False
+    live: bool = False  # picked up from .env edits by running processes; the rest need a restart
 
 
 VARIABLES = (
@@ -226,7 +230,7 @@ VARIABLES = (
         "hot wallet key, 64 hex digits with or without 0x (secret)", True),
     Var("CONFIRMATIONS", _integer(1, 1000), "12", "blocks (counting the transfer's own) before a transfer counts"),
     Var("BLOCKCHAIN_MAINTENANCE_MODE", _boolean, "false",
-        "true pauses chain work; running processes pick up edits of .env within 5 s"),
+        "true pauses chain work; running processes pick up edits of .env within 5 s", live=True),
     Var("ADMIN_IDS", _id_list, "", "comma-separated Telegram user ids of admins"),
     Var("DEFAULT_LANGUAGE", _language, "en", "language when Telegram gives none: ru or en"),
     Var("WITHDRAWAL_AUTO_APPROVE_MAX", _token_units, "0",
@@ -235,8 +239,8 @@ VARIABLES = (
         "token units a user may withdraw in 24 h without an admin, 0 = no limit; above it every one needs an admin"),
     Var("STATE_DIR", _path, "./state", "directory for heartbeat and status files"),
     Var("DEPOSIT_REQUEST_TTL_H", _integer(1, 720), "24", "hours a deposit request stays open"),
-    Var("RATE_LIMIT_UPDATES", _integer(1, 10000), "20", "updates a user may send per window"),
-    Var("RATE_LIMIT_WINDOW_S", _integer(1, 3600), "10", "seconds of the rate-limit window"),
+    Var("RATE_LIMIT_UPDATES", _integer(1, 10000), "20", "updates a user may send per window", live=True),
+    Var("RATE_LIMIT_WINDOW_S", _integer(1, 3600), "10", "seconds of the rate-limit window", live=True),
     Var("REDIS_TIMEOUT_S", _seconds(0.1), "1", "seconds for a Redis connect or command before it counts as down"),
     Var("RPC_TIMEOUT_S", _seconds(0.1), "5", "seconds for one JSON-RPC request"),
     Var("TELEGRAM_READ_TIMEOUT_S", _seconds(0.5), "10",
@@ -247,7 +251,8 @@ VARIABLES = (
     Var("BREAKER_FAILURES", _integer(1, 100), "3", "consecutive RPC transport failures that open the breaker"),
     Var("BREAKER_RESET_S", _seconds(0.1), "10", "seconds the RPC breaker stays open before one probe"),
     Var("WORKER_INTERVAL_S", _seconds(0.1), "2", "seconds between runs of the worker's chain and delivery jobs"),
-    Var("LOW_FUNDS_ALERT_INTERVAL_S", _integer(60), "3600", "seconds between alerts about a hot wallet short of funds"),
+    Var("LOW_FUNDS_ALERT_INTERVAL_S", _integer(60), "3600", "seconds between alerts about a hot wallet short of funds",
+        live=True),
     Var("DB_CONNECT_TIMEOUT_S", _integer(1, 60), "3", "seconds to wait for a PostgreSQL connection to open"),
     Var("DB_POOL_MIN_SIZE", _integer(0, 100), "1", "connections the pool keeps open"),
     Var("DB_POOL_MAX_SIZE", _integer(1, 200), "10", "most connections the pool opens"),
@@ -364,8 +369,11 @@ class SettingsWatcher:
 
     A running process calls current() whenever it needs a value that operators may
     edit live (BLOCKCHAIN_MAINTENANCE_MODE); the file is stat()ed at most once per
-    RELOAD_CHECK_INTERVAL_S. A broken edit keeps the last good settings and is reported
-    through on_error, so a typo never takes a running process down.
+    RELOAD_CHECK_INTERVAL_S. Only variables declared live change; an edit of any other
+    (a deposit address, a key, the RPC) is logged as needing a restart and ignored until
+    then, so the bot and the worker never disagree about which address is watched. A
+    broken edit keeps the last good settings and is reported through on_error, so a typo
+    never takes a running process down.
     """
 
     def __init__(self, settings: Settings, environ=None, on_error=None,
@@ -393,9 +401,18 @@ class SettingsWatcher:
 
     def _reload(self) -> None:
         try:
-            self._settings = load(self._environ)
+            edited = load(self._environ)
         except ConfigError as exc:
             self._on_error(exc)
+            return
+        started = self._settings._values
+        needs_restart = [var.name for var in VARIABLES
+                         if not var.live and edited._values.get(var.name) != started.get(var.name)]
+        if needs_restart:
+            log.warning("%s changed in %s: needs a restart; the running process keeps the old value",
+                        ", ".join(needs_restart), edited.source_file)
+        live = {var.name: edited._values.get(var.name) for var in VARIABLES if var.live}
+        self._settings = Settings({**started, **live}, edited.source_file)
 
     def _stat(self):
         try:

@@ -182,6 +182,27 @@ def test_watcher_picks_up_edits_and_survives_a_broken_edit(tmp_path):
     _poll(lambda: watcher.current().blockchain_maintenance_mode is False, 5.0)
 
 
+def test_only_live_settings_change_in_a_running_process(tmp_path, caplog):
+    """A new deposit address in .env must not reach the bot while the worker scans the old one."""
+    env_file = tmp_path / ".env"
+    old_address, new_address = "0x" + "11" * 20, "0x" + "22" * 20
+    env_file.write_text(f"DEPOSIT_ADDRESS={old_address}\nRATE_LIMIT_UPDATES=20\n")
+    environ = {"ENV_FILE": str(env_file)}
+    watcher = config.SettingsWatcher(load(environ), environ, check_interval_s=0.05)
+    env_file.write_text(f"DEPOSIT_ADDRESS={new_address}\nRATE_LIMIT_UPDATES=5\nCHAIN_ID=5\n")
+    with caplog.at_level("WARNING"):
+        _poll(lambda: watcher.current().rate_limit_updates == 5, 5.0)
+    assert watcher.current().deposit_address.lower() == old_address and watcher.current().chain_id == 31337
+    assert "CHAIN_ID, DEPOSIT_ADDRESS changed" in caplog.text and "needs a restart" in caplog.text
+    live = {var.name for var in config.VARIABLES if var.live}
+    assert live == {"BLOCKCHAIN_MAINTENANCE_MODE", "RATE_LIMIT_UPDATES", "RATE_LIMIT_WINDOW_S",
+                    "LOW_FUNDS_ALERT_INTERVAL_S"}
+    readme = (ROOT / "README.md").read_text()
+    for var in config.VARIABLES:  # README's table says which are live, and only those
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{var.name}` |"))
+        assert ("picked up live" in row) == var.live, var.name
+
+
 def test_watcher_default_interval_meets_the_five_second_promise():
     assert config.RELOAD_CHECK_INTERVAL_S <= 2.0
 

@@ -19,7 +19,7 @@ from devstack.procs import wait_until
 from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
                                 user_with_wallet)
-from tests.test_chain_outages import wait_for_more_status_reports
+from tests.test_chain_outages import TriggerProxy, wait_for_more_status_reports
 
 USER_ID = 5001
 
@@ -111,24 +111,35 @@ def test_a_transfer_mined_before_the_wallet_was_proven_is_left_for_an_admin(api,
 
 
 def test_reorged_transfer_is_never_credited(api, db, db_url, anvil, w3, token6):
+    """The node returns a transfer's log, and the block is reorged away before the scanner credits it."""
     user_with_wallet(db, USER_ID, USER_KEYS[0])
     chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(USER_KEYS[0]), 10**9)
-    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=3)
-    try:
-        snapshot = chaintools.snapshot(w3)
-        removed = chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 11 * 10**6)
-        chaintools.mine(w3, 1)
-        chaintools.revert(w3, snapshot)  # the block with the transfer is gone
-        kept = chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 22 * 10**6)
+    first = w3.eth.block_number + 1
+    snapshot = chaintools.snapshot(w3)
+    removed = chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 11 * 10**6)
+    chaintools.mine(w3, 3)  # the transfer has its confirmations in the node's view
+    kept = []
+
+    def reorg():  # runs after the node answered eth_getLogs, before the worker reads the answer
+        chaintools.revert(w3, snapshot)
+        kept.append(chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 22 * 10**6))
         chaintools.mine(w3, 5)
+
+    proxy = TriggerProxy(target_port=anvil.port).start()
+    fired = proxy.arm("eth_getLogs", reorg, on="response")
+    worker = start_worker(api, db_url, proxy.url, token6, w3, CONFIRMATIONS=3, SCAN_START_BLOCK=first)
+    try:
+        wait_until(fired.is_set, 20, "the scanner to read the logs that are then reorged away")
         wait_until(lambda: credited(db, USER_ID) == 22 * 10**6, 20, "the surviving transfer to be credited")
         chaintools.mine(w3, 5)
         wait_until(lambda: (db.value("SELECT last_block FROM chain_cursor") or 0) >= w3.eth.block_number - 2,
                    20, "the scan to catch up")
         hashes = [r["tx_hash"] for r in db.rows("SELECT tx_hash FROM deposits")]
-        assert hashes == [kept.lower()] and removed.lower() not in hashes
+        assert hashes == [kept[0].lower()] and removed.lower() not in hashes
+        assert "changed under us (reorg)" in worker.log()
     finally:
         worker.stop()
+        proxy.stop()
 
 
 def test_withdrawal_is_sent_once_confirmed_and_user_told(api, db, db_url, anvil, w3, token6):

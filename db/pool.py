@@ -41,6 +41,18 @@ def connection_kwargs(settings, application_name: str) -> dict:
     }
 
 
+def server_timeouts(deadline_s: float) -> str:
+    """Server-side limits for pooled connections, inside the watchdog's deadline.
+
+    A statement or a lock wait that runs too long ends as a clean error the caller can
+    answer (and the connection stays usable) before the watchdog has to cut the socket;
+    a transaction left idle is ended by the server. CLI connections (migrations) have none.
+    """
+    statement_ms, lock_ms = max(int(deadline_s * 800), 100), max(int(deadline_s * 600), 50)
+    return (f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} "
+            f"-c idle_in_transaction_session_timeout={int(deadline_s * 2000)}")
+
+
 class AppPool(ConnectionPool):
     """A ConnectionPool that also carries the deadline transaction() enforces."""
 
@@ -56,6 +68,7 @@ def open_pool(settings, application_name: str) -> AppPool:
     the next caller that needs a connection starts a fresh one.
     """
     deadline_s = settings.db_query_timeout_s
+    kwargs = {**connection_kwargs(settings, application_name), "options": server_timeouts(deadline_s)}
 
     def check(conn) -> None:
         with WATCHDOG.guard(conn, deadline_s):  # a frozen server must not hang the check
@@ -68,7 +81,7 @@ def open_pool(settings, application_name: str) -> AppPool:
         timeout=settings.db_pool_timeout_s,
         reconnect_timeout=settings.db_reconnect_timeout_s,
         check=check,
-        kwargs=connection_kwargs(settings, application_name),
+        kwargs=kwargs,
         configure=configure_connection,
         name=application_name,
         open=False,

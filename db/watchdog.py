@@ -5,6 +5,11 @@ so neither keepalives nor tcp_user_timeout notice, and psycopg waits on the sock
 indefinitely. The watchdog thread shuts the socket down when a deadline passes:
 the waiting call then fails with OperationalError and the pool discards the
 connection.
+
+Deciding to sever and severing happen under the same lock the guarded block takes
+on its way out, so a block that finished in time is never severed afterwards (its
+connection may already serve another thread); a connection that was severed is
+closed by its own thread as the block ends, so the pool never hands it out again.
 """
 import heapq
 import itertools
@@ -23,6 +28,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, object]] = []
         self._active: set[int] = set()
+        self._severed: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
 
@@ -40,6 +46,10 @@ class Watchdog:
         finally:
             with self._cond:
                 self._active.discard(entry_id)
+                severed = entry_id in self._severed
+                self._severed.discard(entry_id)
+            if severed:
+                conn.close()  # closed here, by its own thread: the pool discards it
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -61,8 +71,9 @@ class Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 self._active.discard(entry_id)
-            log.warning("database call overran its deadline: closing its connection")
-            sever(conn)
+                self._severed.add(entry_id)
+                sever(conn)  # still under the lock: the block cannot have ended and given the connection away
+            log.warning("database call overran its deadline: its connection was cut")
 
 
 def sever(conn) -> None:

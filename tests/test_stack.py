@@ -1,11 +1,15 @@
 """The local stack's outage controls really take the servers down, and the pool recovers after."""
+import random
+import socket
 import time
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 import redis
 
 from db.pool import open_pool, transaction
+from db.watchdog import Watchdog
 from devstack import procs
 from core.errors import DatabaseOperationalError
 from tests.conftest import make_settings
@@ -124,3 +128,60 @@ def _works(pool) -> bool:
         return True
     except DatabaseOperationalError:
         return False
+
+
+class _SocketConn:
+    """Just what the watchdog touches of a connection: its socket and close()."""
+
+    def __init__(self):
+        self.ours, self.peer = socket.socketpair()
+        self.pgconn = SimpleNamespace(socket=self.ours.fileno())
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def was_cut(self) -> bool:
+        self.peer.setblocking(False)
+        try:
+            return self.peer.recv(1) == b""  # the other end was shut down
+        except BlockingIOError:
+            return False
+
+
+def test_the_watchdog_never_cuts_a_connection_after_its_block_ended():
+    """Blocks ending right at their deadline: a connection is cut only while its block runs, then closed."""
+    dog = Watchdog()
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(300):
+        conn = _SocketConn()
+        with dog.guard(conn, 0.002):
+            time.sleep(rng.uniform(0, 0.004))
+        time.sleep(0.005)  # well past the deadline: a late cut would have happened by now
+        assert conn.was_cut() == conn.closed  # a cut connection is closed by its owner, never handed on
+        outcomes.add(conn.closed)
+        conn.ours.close()
+        conn.peer.close()
+    assert outcomes == {True, False}  # both sides of the deadline were exercised
+
+
+def test_a_lock_wait_ends_as_a_clean_error_before_the_watchdog(db_url):
+    settings = make_settings(DATABASE_URL=db_url, DB_QUERY_TIMEOUT_S=2, DB_POOL_TIMEOUT_S=5)
+    pool = open_pool(settings, "tests")
+    try:
+        with psycopg.connect(db_url) as blocker:
+            blocker.execute("INSERT INTO users (id) VALUES (424242)")
+            blocker.commit()
+            blocker.execute("SELECT 1 FROM users WHERE id = 424242 FOR UPDATE")
+            started = time.monotonic()
+            with pytest.raises(DatabaseOperationalError, match="lock timeout"):
+                with transaction(pool) as conn:
+                    conn.execute("SELECT 1 FROM users WHERE id = 424242 FOR UPDATE")
+            assert time.monotonic() - started < 2.0  # before the 2 s deadline would cut the socket
+            blocker.rollback()
+        with transaction(pool) as conn:
+            settings_seen = conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert list(settings_seen.values()) == ["4s"]
+    finally:
+        pool.close()

@@ -1,6 +1,7 @@
 """The Telegram bot process: python bot.py (systemd unit `bot`).
 
-A threaded pyTelegramBotAPI bot: handlers are registered in register_handlers(),
+A pyTelegramBotAPI bot: handlers are registered in register_handlers() and run on
+HANDLER_THREADS threads, one chat's updates in arrival order (ChatDispatcher),
 middlewares rate-limit, load the user and turn errors into replies, and our own
 long-polling loop keeps going through Bot API outages (429, 5xx, refused).
 """
@@ -9,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import requests
 from telebot import TeleBot, apihelper
@@ -101,41 +103,50 @@ def register_commands(bot: TeleBot) -> None:
             log.warning("setMyCommands (%s) failed: %s; the menu stays as it was", language or "default", exc)
 
 
-class HandlerTracker:
-    """Counts updates handed to telebot's worker pool until their handlers return.
+class ChatDispatcher:
+    """Runs a batch of updates on HANDLER_THREADS threads: one chat's updates in arrival order.
 
-    The next getUpdates call confirms (drops at Telegram) every update before its
-    offset, so the loop waits for the previous batch's handlers first: a bot killed
-    mid-handler gets those updates again after a restart instead of losing them.
+    telebot's own pool makes every update a task of its own, so "/deposit" and "50" of one
+    chat, arriving in one batch after an outage, could run in reverse. Here different chats
+    run in parallel and each chat's updates run one after another in one thread. dispatch()
+    returns once the whole batch is handled (or after `timeout_s`): the next getUpdates
+    confirms the batch to Telegram, so a bot killed mid-handler gets those updates again
+    after a restart instead of losing them.
     """
 
-    def __init__(self, worker_pool):
-        self._pending = 0
-        self._idle = threading.Condition()
-        self._put = worker_pool.put
-        worker_pool.put = self._put_tracked  # our own bot instance's pool
+    def __init__(self, bot: TeleBot, threads: int):
+        self._bot = bot
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
 
-    def _put_tracked(self, function, *args, **kwargs):
-        with self._idle:
-            self._pending += 1
+    def dispatch(self, updates: list, timeout_s: float) -> bool:
+        by_chat: dict[int, list] = {}
+        for update in updates:
+            by_chat.setdefault(chat_of(update), []).append(update)
+        futures = [self._pool.submit(self._handle, batch) for batch in by_chat.values()]
+        return not wait(futures, timeout=timeout_s).not_done
 
-        def tracked():
-            try:
-                function(*args, **kwargs)
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-        self._put(tracked)
+    def _handle(self, batch: list) -> None:
+        try:
+            self._bot.process_new_updates(batch)  # a non-threaded bot: handlers run here, in order
+        except Exception:  # the middleware answers errors; this only keeps the thread alive
+            log.exception("handling updates %s failed", [update.update_id for update in batch])
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
-def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> None:
+def chat_of(update) -> int:
+    """The chat an update belongs to (a button press: the chat of the message it sits on)."""
+    if update.message is not None:
+        return update.message.chat.id
+    call = update.callback_query
+    if call is not None:
+        return call.message.chat.id if call.message is not None else call.from_user.id
+    return -update.update_id  # anything else runs on its own
+
+
+def poll_forever(bot: TeleBot, dispatcher: ChatDispatcher, stop: threading.Event, poll_timeout_s: int) -> None:
     """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after."""
-    tracker = HandlerTracker(bot.worker_pool)
     offset, backoff = None, 0.0
     while not stop.is_set():
         try:
@@ -151,8 +162,7 @@ def poll_forever(bot: TeleBot, stop: threading.Event, poll_timeout_s: int) -> No
         backoff = 0.0
         if updates:
             offset = updates[-1].update_id + 1
-            bot.process_new_updates(updates)
-            if not tracker.wait_idle(HANDLER_DRAIN_S):
+            if not dispatcher.dispatch(updates, HANDLER_DRAIN_S):
                 log.warning("handlers still busy after %s s; confirming the batch anyway", HANDLER_DRAIN_S)
 
 
@@ -181,8 +191,8 @@ def main() -> int:
     client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     redis = redis_client(settings)
     dialogs = DialogStore(redis)
-    bot = TeleBot(settings.bot_token.reveal(), threaded=True, num_threads=HANDLER_THREADS,
-                  use_class_middlewares=True, state_storage=dialogs)
+    bot = TeleBot(settings.bot_token.reveal(), threaded=False, use_class_middlewares=True,
+                  state_storage=dialogs)  # ChatDispatcher owns the handler threads
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
     node = Chain(connect(settings), rpc_breaker(settings), token_address=settings.token_address,
                  deposit_address=settings.deposit_address, chain_id=settings.chain_id)  # reads the head only
@@ -199,9 +209,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("bot started: token %s (%s decimals), polling %s", token.symbol, token.decimals,
              settings.telegram_api_url)
-    poll_forever(bot, stop, settings.telegram_poll_timeout_s)
+    dispatcher = ChatDispatcher(bot, HANDLER_THREADS)
+    poll_forever(bot, dispatcher, stop, settings.telegram_poll_timeout_s)
     log.info("stopping: finishing handlers in progress")
-    bot.worker_pool.close()
+    dispatcher.close()
     pool.close()
     return 0
 

@@ -355,6 +355,24 @@ def test_balance_and_history(api, db):
     assert f"#{deposit_id} deposit 20 {SYMBOL}" in history
 
 
+def test_one_chats_messages_arriving_in_one_batch_are_handled_in_order(api, db):
+    """After an outage "/deposit" and "50" come in one getUpdates batch: the dialog must see them in order."""
+    chats = [registered(api, db) for _ in range(4)]
+    api.set_delay(1.5, "getUpdates")  # the bot's next poll collects everything pushed meanwhile
+    try:
+        chats[0].send("/balance", contains="Balance")  # ends the poll in flight; the next one waits
+        for chat in chats:
+            api.push_message(chat.id, "/deposit", language_code="en")
+            api.push_message(chat.id, "50", language_code="en")
+    finally:
+        api.set_delay(0, "getUpdates")
+    for chat in chats:
+        api.wait_for(chat.id, contains="Deposit request #")
+        assert "I did not understand" not in " ".join(chat.texts())
+        assert db.value("SELECT count(*) FROM deposits WHERE user_id = %s AND requested_amount = %s",
+                        (chat.id, 50 * UNIT)) == 1
+
+
 # --- withdraw
 
 def test_withdraw_to_bound_wallet_with_confirmation(api, db):

@@ -29,11 +29,14 @@ class DepositMonitor:
         """Scan every block with enough confirmations since the cursor; return transfers recorded."""
         chain, settings = self.wctx.chain, self.wctx.settings
         head = chain.head()
-        last = self._cursor(head)
+        last, last_hash = self._cursor(head)
         if head < last:
             self.problem = f"chain head {head} is below the scanned cursor {last}: node reset or wrong RPC"
             log.error("deposit scan paused: %s; nothing is skipped or credited again until it catches up",
                       self.problem)
+            return 0
+        if last_hash is not None and chain.block_hash(last) != last_hash:
+            self._stop_for_deep_reorg(last, last_hash)
             return 0
         self.problem = None
         safe = head - settings.confirmations + 1  # a transfer in block B has head - B + 1 confirmations
@@ -65,18 +68,28 @@ class DepositMonitor:
             cursor = chain_cursor.get(conn, stream_name(chain))
         return cursor is not None and cursor["last_block"] >= head - self.wctx.settings.confirmations + 1
 
-    def _cursor(self, head: int) -> int:
-        """The last scanned block; a new deployment starts at SCAN_START_BLOCK or the head."""
+    def _cursor(self, head: int) -> tuple[int, str | None]:
+        """The last scanned block and its hash; a new deployment starts at SCAN_START_BLOCK or the head."""
         stream = stream_name(self.wctx.chain)
         with self.wctx.transaction() as conn:
             cursor = chain_cursor.get(conn, stream)
             if cursor is not None:
-                return cursor["last_block"]
+                return cursor["last_block"], cursor["block_hash"]
             start = self.wctx.settings.scan_start_block
             first = head if start is None else start
             chain_cursor.set_cursor(conn, stream, max(first - 1, 0), None)
         log.info("deposit scanning starts at block %s", first)
-        return max(first - 1, 0)
+        return max(first - 1, 0), None
+
+    def _stop_for_deep_reorg(self, block: int, scanned_hash: str) -> None:
+        """The last block we scanned is no longer on the chain: credits behind it may be gone. Stop, alert once."""
+        self.problem = (f"block {block} changed after it was scanned (a reorganisation deeper than CONFIRMATIONS, "
+                        f"or another node): crediting stopped")
+        log.error("deposit scan stopped: %s; scanned hash %s", self.problem, scanned_hash)
+        with self.wctx.transaction() as conn:
+            for admin_id in self.wctx.settings.admin_ids:
+                notifications.enqueue(conn, admin_id, "admin_deep_reorg", {"block": block},
+                                      f"deep-reorg:{stream_name(self.wctx.chain)}:{block}:{scanned_hash}:{admin_id}")
 
     def _still_canonical(self, transfers) -> bool:
         """Every log's block is still the one the node calls canonical (a removed log is never credited)."""

@@ -361,6 +361,14 @@ CATALOG = {
         "en": "User {user_id} has not started the bot yet; nothing was credited.",
         "ru": "Пользователь {user_id} ещё не запускал бота; ничего не зачислено.",
     },
+    "admin_deep_reorg": {
+        "en": ("Deposit scanning stopped: block {block} changed after it was scanned (a reorganisation deeper "
+               "than CONFIRMATIONS, or the RPC now points at another node). Deposits credited from the old blocks "
+               "may be gone; check the node and those deposits. Nothing more is credited until then."),
+        "ru": ("Сканирование пополнений остановлено: блок {block} изменился после сканирования (реорганизация "
+               "глубже CONFIRMATIONS или RPC указывает на другой узел). Пополнения из старых блоков могут "
+               "исчезнуть; проверьте узел и эти пополнения. До тех пор ничего не зачисляется."),
+    },
     "admin_nonce_ahead": {
         "en": ("The hot wallet {address} has sent {unknown} transaction(s) the database does not know "
                "(chain nonce {chain_nonce}, database {known}), as after a restore from a backup. "

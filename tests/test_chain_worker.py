@@ -1,7 +1,11 @@
 """worker.py against a real anvil: deposits credited once, withdrawals sent once, reverts refunded once."""
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,6 +25,7 @@ from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerPro
                                 user_with_wallet)
 from tests.test_chain_outages import TriggerProxy, wait_for_more_status_reports
 
+ROOT = Path(__file__).resolve().parent.parent
 USER_ID = 5001
 
 
@@ -431,4 +436,30 @@ def test_a_send_left_unanswered_is_not_repeated_at_once(api, db, db_url, anvil, 
         assert [m["text"] for m in api.messages(USER_ID)] == ["Cancelled."] * (timed_out + 1)
     finally:
         api.set_delay(0, "sendMessage")
+        worker.stop()
+
+
+def test_a_reorg_deeper_than_the_cursor_stops_crediting_and_alerts_admins(api, db, db_url, anvil, w3, token6):
+    user_with_wallet(db, USER_ID, USER_KEYS[0])
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(USER_KEYS[0]), 10**9)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        snapshot = chaintools.snapshot(w3)
+        chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 5 * 10**6)
+        chaintools.mine(w3, 2)
+        wait_until(lambda: credited(db, USER_ID) == 5 * 10**6, 20, "the first transfer to be credited")
+        head = w3.eth.block_number
+        wait_until(lambda: db.value("SELECT last_block FROM chain_cursor") >= head, 20, "the scan to reach the head")
+        chaintools.revert(w3, snapshot)  # every block the scanner has seen is replaced
+        chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 7 * 10**6)
+        chaintools.mine(w3, 5)
+        problem = lambda: (db.value("SELECT status FROM service_status WHERE name = 'rpc'") or {}).get("scan_problem")
+        wait_until(lambda: "changed after it was scanned" in (problem() or ""), 20, "the scanner to notice")
+        api.wait_for(ADMIN_ID, contains="Deposit scanning stopped")
+        wait_for_more_status_reports(db, 2)
+        assert credited(db, USER_ID) == 5 * 10**6  # nothing from the new branch while stopped
+        status = subprocess.run([sys.executable, "dr.py", "status"], cwd=ROOT, capture_output=True, text=True,
+                                env={**os.environ, "ENV_FILE": "/nonexistent/.env", "DATABASE_URL": db_url})
+        assert status.returncode == 1 and "deposit scan: PROBLEM: block" in status.stdout
+    finally:
         worker.stop()

@@ -63,11 +63,13 @@ class Chain:
     """The token, the deposit address and the hot wallet, as the worker sees them."""
 
     def __init__(self, w3: Web3, breaker, *, token_address: str, deposit_address: str, chain_id: int,
-                 hot_wallet_key: str | None = None):
+                 hot_wallet_key: str | None = None, previous_deposit_addresses: tuple = ()):
         self.w3 = w3
         self.breaker = breaker
         self.token = w3.eth.contract(address=Web3.to_checksum_address(token_address), abi=ERC20_ABI)
         self.deposit_address = Web3.to_checksum_address(deposit_address)
+        self.watched_addresses = [self.deposit_address] + [
+            Web3.to_checksum_address(a) for a in previous_deposit_addresses if a.lower() != deposit_address.lower()]
         self.chain_id = chain_id
         self._account = Account.from_key(hot_wallet_key) if hot_wallet_key else None
 
@@ -88,9 +90,10 @@ class Chain:
         return to_hex(block["hash"]) if block else None
 
     def transfer_logs(self, from_block: int, to_block: int) -> list[Transfer]:
-        """Token Transfer logs to the deposit address in [from_block, to_block]."""
+        """Token Transfer logs to the deposit address (and former ones) in [from_block, to_block]."""
+        recipients = ["0x" + address[2:].lower().rjust(64, "0") for address in self.watched_addresses]
         query = {"fromBlock": from_block, "toBlock": to_block, "address": self.token.address,
-                 "topics": [TRANSFER_TOPIC, None, "0x" + self.deposit_address[2:].lower().rjust(64, "0")]}
+                 "topics": [TRANSFER_TOPIC, None, recipients]}
         try:
             entries = self._rpc(self.w3.eth.get_logs, query)
         except Web3RPCError as exc:

@@ -16,7 +16,11 @@ MAX_CHUNK_BLOCKS = 100_000
 
 
 def stream_name(chain) -> str:
-    return f"deposits:{chain.token.address}:{chain.deposit_address}".lower()
+    return f"{stream_prefix(chain)}{chain.deposit_address}".lower()
+
+
+def stream_prefix(chain) -> str:
+    return f"deposits:{chain.token.address}:".lower()
 
 
 class DepositMonitor:
@@ -75,6 +79,12 @@ class DepositMonitor:
             cursor = chain_cursor.get(conn, stream)
             if cursor is not None:
                 return cursor["last_block"], cursor["block_hash"]
+            former = chain_cursor.furthest_with_prefix(conn, stream_prefix(self.wctx.chain))
+            if former is not None:  # a new deposit address: go on where the old one's scan stopped, never the head
+                chain_cursor.set_cursor(conn, stream, former["last_block"], former["block_hash"])
+                log.warning("deposit address changed: scanning %s continues after block %s (from %s)",
+                            self.wctx.chain.deposit_address, former["last_block"], former["stream"])
+                return former["last_block"], former["block_hash"]
             start = self.wctx.settings.scan_start_block
             first = head if start is None else start
             chain_cursor.set_cursor(conn, stream, max(first - 1, 0), None)

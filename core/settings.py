@@ -157,6 +157,10 @@ def _address(text: str) -> str:
     return address
 
 
+def _address_list(text: str) -> tuple:
+    return tuple(_address(item.strip()) for item in text.split(",") if item.strip())
+
+
 def _private_key(text: str) -> Secret:
     if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
         raise ValueError("must be 32 bytes as 64 hex digits, optionally prefixed with 0x")
@@ -226,6 +230,8 @@ VARIABLES = (
     Var("CHAIN_ID", _integer(1), "31337", "EVM chain id the hot wallet signs for"),
     Var("TOKEN_ADDRESS", _address, None, "ERC-20 token contract; symbol and decimals are read from it"),
     Var("DEPOSIT_ADDRESS", _address, None, "where users send deposits; defaults to the hot wallet's address"),
+    Var("PREVIOUS_DEPOSIT_ADDRESSES", _address_list, "",
+        "comma-separated former deposit addresses, still scanned so late senders to them are credited"),
     Var("HOT_WALLET_PRIVATE_KEY", _private_key, None,
         "hot wallet key, 64 hex digits with or without 0x (secret)", True),
     Var("CONFIRMATIONS", _integer(1, 1000), "12", "blocks (counting the transfer's own) before a transfer counts"),

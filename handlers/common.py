@@ -37,5 +37,6 @@ def acceptable_address(ctx, chat_id: int, lang_code: str, text: str, refusal: st
 def forbidden_addresses(ctx) -> set[str]:
     """Addresses no user may own or withdraw to: ours and the token contract."""
     settings = ctx.settings
-    found = {settings.deposit_address, settings.hot_wallet_address, settings.token_address, ctx.token.address}
+    found = {settings.deposit_address, settings.hot_wallet_address, settings.token_address, ctx.token.address,
+             *settings.previous_deposit_addresses}
     return {canonical(a) for a in found if a}

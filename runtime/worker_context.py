@@ -48,6 +48,7 @@ def build_worker_context(settings, application_name: str, rpc_breaker) -> Worker
     token = token_info_or_exit(settings, pool, application_name)
     node = Chain(connect(settings), rpc_breaker, token_address=settings.token_address,
                  deposit_address=settings.deposit_address, chain_id=settings.chain_id,
+                 previous_deposit_addresses=settings.previous_deposit_addresses,
                  hot_wallet_key=settings.hot_wallet_private_key.reveal())
     client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))

@@ -463,3 +463,28 @@ def test_a_reorg_deeper_than_the_cursor_stops_crediting_and_alerts_admins(api, d
         assert status.returncode == 1 and "deposit scan: PROBLEM: block" in status.stdout
     finally:
         worker.stop()
+
+
+def test_a_new_deposit_address_is_scanned_from_where_the_old_one_stopped(api, db, db_url, anvil, w3, token6):
+    """Transfers made while the worker restarts with a new address, to the new one and to the old one."""
+    key = USER_KEYS[0]
+    user_with_wallet(db, USER_ID, key)
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, chaintools.address_of(key), 10**9)
+    old, new = HOT_WALLET, chaintools.address_of(USER_KEYS[5])
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1)
+    try:
+        chaintools.transfer(w3, token6.address, key, old, 1 * 10**6)
+        wait_until(lambda: credited(db, USER_ID) == 1 * 10**6, 20, "the first deposit")
+    finally:
+        worker.stop()
+    chaintools.transfer(w3, token6.address, key, new, 2 * 10**6)  # while no worker runs
+    chaintools.transfer(w3, token6.address, key, old, 4 * 10**6)  # a late sender to the old address
+    chaintools.mine(w3, 2)
+    worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=1, DEPOSIT_ADDRESS=new,
+                          PREVIOUS_DEPOSIT_ADDRESSES=old)
+    try:
+        wait_until(lambda: credited(db, USER_ID) == 7 * 10**6, 20, "both transfers made during the restart")
+        assert "deposit address changed" in worker.log()
+        assert db.value("SELECT count(*) FROM ledger_entries WHERE kind = 'deposit'") == 3
+    finally:
+        worker.stop()

@@ -365,6 +365,10 @@ def run_reconcile(settings, apply: bool = False, accept_unmatched: bool = False,
             recorded, remaining = nonce_audit.record(wctx, plan, apply, accept_unmatched, decided_by)
     except BreakerOpen as exc:
         startup.fail(f"reconcile: the RPC is unavailable ({exc}); nothing was recorded beyond what is committed")
+    except Exception as exc:  # a node that contradicts itself, a transport error: say so in one line
+        log.exception("reconcile failed")
+        startup.fail(f"reconcile: stopped by {type(exc).__name__}: {exc}; nothing was recorded beyond what is "
+                     f"committed; run it again once the cause is fixed")
     finally:
         wctx.pool.close()
     print(reconcile_summary(recorded, remaining, pending, plan))

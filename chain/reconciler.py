@@ -60,7 +60,11 @@ def settle_spent_nonce(wctx, row: dict, head: int) -> None:
         return  # not consumed deep enough yet
     if chain.receipt(row["tx_hash"]) is not None:
         return  # ours after all; the receipt path settles it
-    consumer = nonce_audit.find(chain, nonce, head)
+    try:
+        consumer = nonce_audit.find(chain, nonce, head)
+    except LookupError as exc:  # the node contradicts itself (a lagging backend): decide nothing now
+        log.warning("withdrawal #%s: %s; waiting", row["id"], exc)
+        return
     if consumer.tx_hash == row["tx_hash"].lower():
         return  # the node lags on the receipt of a transaction it has mined: wait
     if consumer.recipient and consumer.recipient.lower() == row["to_address"] and consumer.amount == row["amount"]:

@@ -9,7 +9,7 @@ from core.i18n import t
 from db import (audit, blacklist, deposits, ledger, levels, notifications, service_status, stats, system_settings,
                 users, withdrawals)
 from handlers import keyboards, userflows
-from handlers.common import command_args
+from handlers.common import command_args, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def _usage(ctx, message, data, usage: str) -> None:
     ctx.say(message.chat.id, data["lang"], "admin_usage", usage=usage)
 
 
-def _int_arg(text: str) -> int | None:
-    text = text.lstrip("#")
-    return int(text) if text.isdigit() and len(text) <= 18 else None
-
-
 # --- withdrawals
 
 @admin_only("pending")
@@ -77,7 +72,7 @@ def pending(ctx, message, data) -> None:
 @admin_only("approve")
 def approve(ctx, message, data) -> None:
     args = _args(message)
-    withdrawal_id = _int_arg(args[0]) if len(args) == 1 else None
+    withdrawal_id = parse_id(args[0]) if len(args) == 1 else None
     if withdrawal_id is None:
         _usage(ctx, message, data, "/approve <id>")
         return
@@ -87,7 +82,7 @@ def approve(ctx, message, data) -> None:
 @admin_only("reject")
 def reject(ctx, message, data) -> None:
     args = _args(message)
-    withdrawal_id = _int_arg(args[0]) if args else None
+    withdrawal_id = parse_id(args[0]) if args else None
     if withdrawal_id is None:
         _usage(ctx, message, data, "/reject <id> [reason]")
         return
@@ -163,7 +158,7 @@ def _report_state(ctx, chat_id: int, lang: str, withdrawal_id: int) -> None:
 @admin_only("ban")
 def ban(ctx, message, data) -> None:
     args = _args(message)
-    user_id = _int_arg(args[0]) if args else None
+    user_id = parse_id(args[0]) if args else None
     if user_id is None:
         _usage(ctx, message, data, "/ban <user_id> [reason]")
         return
@@ -181,7 +176,7 @@ def ban(ctx, message, data) -> None:
 @admin_only("unban")
 def unban(ctx, message, data) -> None:
     args = _args(message)
-    user_id = _int_arg(args[0]) if len(args) == 1 else None
+    user_id = parse_id(args[0]) if len(args) == 1 else None
     if user_id is None:
         _usage(ctx, message, data, "/unban <user_id>")
         return
@@ -350,7 +345,7 @@ def show_unattributed(ctx, message, data) -> None:
 def assign_deposit(ctx, message, data) -> None:
     """/assign <deposit id> <telegram id>: credit an unattributed transfer to that user, once."""
     args, lang, chat_id = _args(message), data["lang"], message.chat.id
-    deposit_id, user_id = (_int_arg(args[0]), _int_arg(args[1])) if len(args) == 2 else (None, None)
+    deposit_id, user_id = (parse_id(args[0]), parse_id(args[1])) if len(args) == 2 else (None, None)
     if deposit_id is None or user_id is None:
         _usage(ctx, message, data, "/assign <deposit_id> <user_id>")
         return

@@ -9,6 +9,12 @@ def command_args(message) -> list[str]:
     return (message.text or "").split()[1:]
 
 
+def parse_id(text: str) -> int | None:
+    """A record or Telegram id typed as 17 or #17; None for anything else."""
+    text = text.lstrip("#")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def ensure_registered(ctx, message, data) -> dict:
     """The user's row, registering them on first contact (any command may come before /start)."""
     if data.get("user"):

@@ -14,7 +14,7 @@ from core.i18n import t
 from botapi import delivery
 from db import deposits, levels, notifications, system_settings, users, withdrawals
 from handlers import keyboards, walletflows
-from handlers.common import acceptable_address, command_args, ensure_registered
+from handlers.common import acceptable_address, command_args, ensure_registered, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -389,9 +389,7 @@ def cancel_withdrawal_request(ctx, message, data) -> None:
 
 def id_argument(message) -> int | None:
     args = command_args(message)
-    if len(args) != 1 or not args[0].lstrip("#").isdigit() or len(args[0]) > 18:
-        return None
-    return int(args[0].lstrip("#"))
+    return parse_id(args[0]) if len(args) == 1 else None
 
 
 # --- free text: dialog input or a polite "use the menu"

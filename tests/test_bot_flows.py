@@ -259,7 +259,8 @@ def test_only_ones_own_withdrawal_waiting_for_approval_can_be_cancelled(api, db,
     api.wait_for(chat.id, contains="was approved")  # the user's notice, before the next reply is read
     refused = chat.send(f"/cancelwithdrawal {withdrawal_id}")["text"]
     assert refused == f"Withdrawal #{withdrawal_id} can no longer be cancelled: it is approved."
-    assert "Usage" in chat.send("/cancelwithdrawal")["text"]
+    for bad in ("", " ²", " ٣", " 1e3", " -1", " 1 2"):  # no id, non-ASCII digits, not a plain number
+        assert "Usage" in chat.send(f"/cancelwithdrawal{bad}")["text"], bad
     assert db.balance(chat.id) == 40 * UNIT
 
 

@@ -13,6 +13,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
 
+from core import fees as fee_rules
+from core.fees import Fees
 from db.deposits import Transfer
 
 ERC20_ABI = [
@@ -28,9 +30,14 @@ ERC20_ABI = [
 ]
 TRANSFER_TOPIC = "0x" + Web3.keccak(text="Transfer(address,address,uint256)").hex().removeprefix("0x")
 WITHDRAWAL_GAS_LIMIT = 100_000  # an ERC-20 transfer needs ~35-55k; fixed so signing needs no estimate
+CANCEL_GAS_LIMIT = 21_000  # a plain transfer of nothing to the hot wallet itself
 RANGE_REFUSED_HINTS = ("range", "too many", "limit", "exceed", "10000", "response size")
 ALREADY_KNOWN_HINTS = ("already known", "known transaction", "already imported")
+UNDERPRICED_HINTS = ("underpriced", "fee cap", "feecap", "less than block base fee", "max fee per gas less",
+                     "gas price too low", "fee too low")
+NO_GAS_FUNDS_HINTS = ("insufficient funds",)
 SENT, ALREADY_KNOWN, NONCE_USED, NONCE_AHEAD = "sent", "already known", "nonce used", "nonce ahead"
+UNDERPRICED, NO_GAS_FUNDS = "underpriced", "insufficient funds for gas"
 
 
 class RangeRefused(Exception):
@@ -134,8 +141,22 @@ class Chain:
             return None
         return Web3.to_checksum_address(args["to"]), int(args["value"])
 
-    def gas_price(self) -> int:
-        return self._rpc(lambda: self.w3.eth.gas_price)
+    def fees(self) -> Fees:
+        """Fees to offer now: EIP-1559 when the latest block has a base fee, else the legacy gas price."""
+        base_fee = self._rpc(lambda: self.w3.eth.get_block("latest")).get("baseFeePerGas")
+        if base_fee is None:
+            return fee_rules.legacy(self._rpc(lambda: self.w3.eth.gas_price))
+        return fee_rules.suggested(base_fee, self._rpc(lambda: self.w3.eth.max_priority_fee), 0)
+
+    def transaction_fees(self, tx_hash: str) -> Fees | None:
+        """The fees of a transaction the node knows, or None."""
+        try:
+            tx = self._rpc(self.w3.eth.get_transaction, tx_hash)
+        except TransactionNotFound:
+            return None
+        if tx.get("maxFeePerGas") is not None:
+            return Fees(max_fee=int(tx["maxFeePerGas"]), priority_fee=int(tx["maxPriorityFeePerGas"]))
+        return fee_rules.legacy(int(tx["gasPrice"]))
 
     def receipt(self, tx_hash: str) -> dict | None:
         """The receipt (status, blockNumber), or None while the transaction is not mined."""
@@ -152,18 +173,27 @@ class Chain:
             return False
 
     # --- writing
-    def sign_transfer(self, to: str, amount: int, nonce: int, gas_price: int) -> SignedTransfer:
+    def sign_transfer(self, to: str, amount: int, nonce: int, fees: Fees) -> SignedTransfer:
         """Sign token.transfer(to, amount) from the hot wallet; pure computation, no RPC."""
         data = self.token.encode_abi("transfer", args=[Web3.to_checksum_address(to), amount])
-        tx = {"to": self.token.address, "data": data, "value": 0, "gas": WITHDRAWAL_GAS_LIMIT,
-              "gasPrice": gas_price, "nonce": nonce, "chainId": self.chain_id}
-        signed = self._account.sign_transaction(tx)
+        return self._sign({"to": self.token.address, "data": data, "value": 0, "gas": WITHDRAWAL_GAS_LIMIT}, nonce,
+                          fees)
+
+    def sign_cancel(self, nonce: int, fees: Fees) -> SignedTransfer:
+        """Sign a transfer of nothing to the hot wallet itself: it spends `nonce` and pays no one."""
+        return self._sign({"to": self.hot_wallet, "data": b"", "value": 0, "gas": CANCEL_GAS_LIMIT}, nonce, fees)
+
+    def _sign(self, tx: dict, nonce: int, fees: Fees) -> SignedTransfer:
+        signed = self._account.sign_transaction({**tx, **fees.transaction_fields(), "nonce": nonce,
+                                                 "chainId": self.chain_id})
         return SignedTransfer(to_hex(signed.hash), bytes(signed.raw_transaction), nonce)
 
     def send_raw(self, raw: bytes, nonce: int) -> str:
         """Broadcast signed bytes: SENT, ALREADY_KNOWN (the node has them), NONCE_USED (the nonce is
-        spent: by these very bytes if they were mined, otherwise by another transaction) or
-        NONCE_AHEAD (the node refuses a nonce past the wallet's next one).
+        spent: by these very bytes if they were mined, otherwise by another transaction),
+        NONCE_AHEAD (the node refuses a nonce past the wallet's next one), UNDERPRICED (the fees
+        are below what the node takes now) or NO_GAS_FUNDS. Any other refusal is raised
+        (Web3RPCError): the node answered, and the caller decides about that row alone.
 
         Whether a refused nonce is too low or too high is read from the node's transaction
         count, not guessed from the wording of its error.
@@ -176,11 +206,12 @@ class Chain:
                 return ALREADY_KNOWN
             if "nonce" in message:
                 return NONCE_USED if self.nonce_at("latest") > nonce else NONCE_AHEAD
+            if any(hint in message for hint in UNDERPRICED_HINTS):
+                return UNDERPRICED
+            if any(hint in message for hint in NO_GAS_FUNDS_HINTS):
+                return NO_GAS_FUNDS
             raise
         return SENT
-
-    def gas_cost(self, gas_price: int) -> int:
-        return WITHDRAWAL_GAS_LIMIT * gas_price
 
 
 def to_hex(value) -> str:

@@ -282,6 +282,18 @@ CATALOG = {
         "en": "Withdrawal #{id} failed on chain ({reason}; tx {tx_hash}) and was refunded to user {user_id}.",
         "ru": "Вывод #{id} не прошёл в сети ({reason}; транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
     },
+    "admin_withdrawal_problem": {
+        "en": "Withdrawal #{id} (nonce {nonce}) needs attention: {problem}",
+        "ru": "Вывод #{id} (nonce {nonce}) требует внимания: {problem}",
+    },
+    "admin_withdrawal_released": {
+        "en": ("Withdrawal #{id} could not be mined: its nonce {nonce} was freed by cancel {tx_hash}. It is "
+               "APPROVED again, its amount still held, and will be sent again in {seconds} s "
+               "(/reject {id} refunds it instead)."),
+        "ru": ("Вывод #{id} не удалось провести: его nonce {nonce} освобождён отменой {tx_hash}. Он снова "
+               "APPROVED, сумма по-прежнему удержана, повторная отправка через {seconds} с "
+               "(/reject {id} вернёт средства)."),
+    },
     "admin_low_funds": {
         "en": ("The hot wallet {address} cannot pay withdrawal #{id}: it has {token_balance} {symbol} "
                "({committed} {symbol} of it already on its way) and {native_balance} wei for gas. "

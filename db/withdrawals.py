@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from core.addresses import canonical
 from core.errors import InsufficientFunds, InvalidTransition, NotFound
-from db import ledger, users
+from core.fees import Fees
+from db import ledger, users, withdrawal_attempts
 
 REQUESTED = "REQUESTED"
 APPROVED = "APPROVED"
@@ -61,7 +62,16 @@ SELECT * FROM withdrawals WHERE user_id = %s AND status IN ('REQUESTED', 'APPROV
 ORDER BY id
 """
 SQL_BY_STATUS = "SELECT * FROM withdrawals WHERE status = %s ORDER BY id LIMIT %s"
-SQL_NEXT_APPROVED = "SELECT * FROM withdrawals WHERE status = 'APPROVED' ORDER BY id LIMIT 1"
+SQL_NEXT_APPROVED = """
+SELECT * FROM withdrawals WHERE status = 'APPROVED' AND (not_before IS NULL OR not_before <= now()) ORDER BY id LIMIT 1
+"""
+SQL_USE_ATTEMPT = "UPDATE withdrawals SET tx_hash = %s, raw_tx = %s WHERE id = %s RETURNING *"
+SQL_RELEASE = """
+UPDATE withdrawals SET status = 'APPROVED', from_address = NULL, nonce = NULL, tx_hash = NULL, raw_tx = NULL,
+    not_before = now() + make_interval(secs => %s), problem = %s
+WHERE id = %s RETURNING *
+"""
+SQL_PROBLEM = "UPDATE withdrawals SET problem = %s WHERE id = %s"
 # rows signed before nonces were kept per hot wallet have no from_address: they were this wallet's
 SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals WHERE from_address = %s OR from_address IS NULL"
 
@@ -142,8 +152,8 @@ def cancel(conn, withdrawal_id: int, user_id: int) -> Change:
     return Change(row, True)
 
 
-def fail(conn, withdrawal_id: int, reason: str) -> Change:
-    """Mark a withdrawal failed and refund it once.
+def fail(conn, withdrawal_id: int, reason: str, attempt: dict | None = None, block: int | None = None) -> Change:
+    """Mark a withdrawal failed and refund it once (`attempt`: the stored attempt mined reverted, in `block`).
 
     Callers must know the transaction can never be mined (a reverted receipt, or it
     was never signed): refunding a transaction that is later mined pays out twice.
@@ -152,16 +162,50 @@ def fail(conn, withdrawal_id: int, reason: str) -> Change:
     if current["status"] == FAILED:
         return Change(current, False)
     _expect(current, APPROVED, SIGNED, BROADCAST)
+    if attempt is not None:
+        withdrawal_attempts.mark_mined(conn, attempt["id"], block)
+        if attempt["tx_hash"] != current["tx_hash"]:
+            conn.execute(SQL_USE_ATTEMPT, (attempt["tx_hash"], attempt["raw_tx"], withdrawal_id))
     row = conn.execute(SQL_FAIL, (reason, withdrawal_id)).fetchone()
     _refund(conn, row)
     return Change(row, True)
 
 
-def mark_signed(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
-    """Store the signed transaction; this must commit before the bytes are sent."""
+def mark_signed(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx_hash: str, raw_tx: bytes,
+                fees: Fees) -> dict:
+    """Store the signed transaction as the withdrawal's first attempt; this must commit before it is sent."""
     _expect(lock(conn, withdrawal_id), APPROVED)
-    return conn.execute(SQL_SIGNED, (canonical(from_address), nonce, tx_hash.lower(), raw_tx,
-                                     withdrawal_id)).fetchone()
+    row = conn.execute(SQL_SIGNED, (canonical(from_address), nonce, tx_hash.lower(), raw_tx,
+                                    withdrawal_id)).fetchone()
+    withdrawal_attempts.record(conn, row, withdrawal_attempts.TRANSFER, tx_hash, raw_tx, fees)
+    return row
+
+
+def add_attempt(conn, withdrawal_id: int, kind: str, *, tx_hash: str, raw_tx: bytes, fees: Fees) -> dict:
+    """Store another attempt at the nonce the withdrawal holds (a re-priced transfer, or a cancel); the
+    withdrawal shows the newest transfer. Must commit before the bytes are sent."""
+    current = lock(conn, withdrawal_id)
+    _expect(current, SIGNED, BROADCAST)
+    attempt = withdrawal_attempts.record(conn, current, kind, tx_hash, raw_tx, fees)
+    if kind == withdrawal_attempts.TRANSFER:
+        conn.execute(SQL_USE_ATTEMPT, (attempt["tx_hash"], raw_tx, withdrawal_id))
+    return attempt
+
+
+def release_nonce(conn, withdrawal_id: int, cancel: dict, block: int, retry_after_s: float, problem: str) -> Change:
+    """A cancel at the withdrawal's nonce was mined: the nonce is spent, no transfer of it can be mined.
+    Back to APPROVED with its amount still held, signed again (at a new nonce) after retry_after_s."""
+    current = lock(conn, withdrawal_id)
+    if current["status"] == APPROVED:
+        return Change(current, False)
+    _expect(current, SIGNED, BROADCAST)
+    withdrawal_attempts.mark_mined(conn, cancel["id"], block)
+    return Change(conn.execute(SQL_RELEASE, (retry_after_s, problem, withdrawal_id)).fetchone(), True)
+
+
+def note_problem(conn, withdrawal_id: int, problem: str) -> None:
+    """Record what stops this withdrawal now (shown to admins); the status is untouched."""
+    conn.execute(SQL_PROBLEM, (problem, withdrawal_id))
 
 
 def paid_on_chain(conn, withdrawal_id: int, *, from_address: str, nonce: int, tx_hash: str, raw_tx: bytes) -> dict:
@@ -190,12 +234,19 @@ def mark_broadcast(conn, withdrawal_id: int) -> Change:
     return Change(conn.execute(SQL_SET_STATUS, (BROADCAST, withdrawal_id)).fetchone(), True)
 
 
-def confirm(conn, withdrawal_id: int) -> Change:
-    """The transfer is mined with enough confirmations; the held funds are gone for good."""
+def confirm(conn, withdrawal_id: int, attempt: dict | None = None, block: int | None = None) -> Change:
+    """The transfer is mined with enough confirmations; the held funds are gone for good.
+
+    `attempt` is the stored attempt that was mined (in `block`): the withdrawal shows it.
+    """
     current = lock(conn, withdrawal_id)
     if current["status"] == CONFIRMED:
         return Change(current, False)
     _expect(current, SIGNED, BROADCAST)
+    if attempt is not None:
+        withdrawal_attempts.mark_mined(conn, attempt["id"], block)
+        if attempt["tx_hash"] != current["tx_hash"]:
+            conn.execute(SQL_USE_ATTEMPT, (attempt["tx_hash"], attempt["raw_tx"], withdrawal_id))
     return Change(conn.execute(SQL_SET_STATUS, (CONFIRMED, withdrawal_id)).fetchone(), True)
 
 
@@ -228,7 +279,11 @@ def next_approved(conn) -> dict | None:
 
 
 def highest_nonce(conn, hot_wallet: str) -> int | None:
-    return conn.execute(SQL_HIGHEST_NONCE, (canonical(hot_wallet),)).fetchone()["nonce"]
+    """The highest nonce a withdrawal holds or any attempt ever used (a freed nonce stays used)."""
+    held = conn.execute(SQL_HIGHEST_NONCE, (canonical(hot_wallet),)).fetchone()["nonce"]
+    tried = withdrawal_attempts.highest_nonce(conn, hot_wallet)
+    known = [n for n in (held, tried) if n is not None]
+    return max(known) if known else None
 
 
 def _refund(conn, withdrawal: dict) -> None:

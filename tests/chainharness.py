@@ -1,6 +1,9 @@
 """Run worker.py as a real subprocess against anvil, PostgreSQL and the Bot API stand-in."""
+import json
 import os
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import requests
@@ -64,3 +67,39 @@ def user_with_wallet(db: Db, user_id: int, wallet_key: str, balance: int = 0, he
     if balance:
         db.fund(user_id, balance, f"test:fund:{user_id}")
     return address
+
+
+class RpcProxy:
+    """A JSON-RPC proxy in front of a node: `answer(request)` may return a reply of its own
+    (a JSON-RPC response body as a dict); None forwards the request to the node."""
+
+    def __init__(self, target_url: str, answer):
+        self.target_url, self.answer = target_url, answer
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = json.loads(body)
+                own = proxy.answer(request) if isinstance(request, dict) else None
+                if own is not None:
+                    reply = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), **own}).encode()
+                else:
+                    reply = requests.post(proxy.target_url, data=body, timeout=10,
+                                          headers={"Content-Type": "application/json"}).content
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,17 +3,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
 import pytest
-import requests
 from psycopg.rows import dict_row
 from web3.exceptions import TransactionNotFound
 
 from chain.rpc import Chain
+from core.fees import legacy
 from db import withdrawals
 from db.pool import configure_connection
 from dr import CircuitBreaker
@@ -21,8 +19,8 @@ from dr import CircuitBreaker
 from devstack import chaintools
 from devstack.procs import wait_until
 from tests.botharness import ADMIN_ID, Db
-from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
-                                user_with_wallet)
+from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, RpcProxy, WorkerProcess,
+                                accept_hot_wallet_history, user_with_wallet)
 from tests.test_chain_outages import TriggerProxy, wait_for_more_status_reports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,11 +206,12 @@ def test_nonce_taken_by_another_transaction_fails_and_refunds_once(api, db, db_u
     node = Chain(w3, CircuitBreaker("rpc", 3, 1), token_address=token6.address, deposit_address=HOT_WALLET,
                  chain_id=31337, hot_wallet_key=HOT_WALLET_KEY)
     nonce = w3.eth.get_transaction_count(HOT_WALLET, "pending")
-    signed = node.sign_transfer(chaintools.address_of(USER_KEYS[3]), 10 * 10**6, nonce, w3.eth.gas_price)
+    fees = legacy(w3.eth.gas_price)
+    signed = node.sign_transfer(chaintools.address_of(USER_KEYS[3]), 10 * 10**6, nonce, fees)
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         configure_connection(conn)
         withdrawals.mark_signed(conn, withdrawal_id, from_address=HOT_WALLET, nonce=nonce, tx_hash=signed.tx_hash,
-                                raw_tx=signed.raw)
+                                raw_tx=signed.raw, fees=fees)
     chaintools.fund_eth(w3, HOT_WALLET, 10**21)
     chaintools.transfer(w3, token6.address, HOT_WALLET_KEY, chaintools.address_of(USER_KEYS[4]), 1)  # takes the nonce
     start_block = w3.eth.block_number
@@ -266,11 +265,11 @@ def signed_withdrawal(db, db_url, w3, token6, to: str, amount: int, gas_price: i
     node = Chain(w3, CircuitBreaker("rpc", 3, 1), token_address=token6.address, deposit_address=HOT_WALLET,
                  chain_id=31337, hot_wallet_key=HOT_WALLET_KEY)
     nonce = w3.eth.get_transaction_count(HOT_WALLET, "pending")
-    signed = node.sign_transfer(to, amount, nonce, gas_price)
+    signed = node.sign_transfer(to, amount, nonce, legacy(gas_price))
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         configure_connection(conn)
         withdrawals.mark_signed(conn, withdrawal_id, from_address=HOT_WALLET, nonce=nonce, tx_hash=signed.tx_hash,
-                                raw_tx=signed.raw)
+                                raw_tx=signed.raw, fees=legacy(gas_price))
     return withdrawal_id, node, signed
 
 
@@ -282,7 +281,7 @@ def test_a_nonce_spent_by_a_lost_attempt_that_pays_the_same_is_paid_not_refunded
     accept_hot_wallet_history(db_url, anvil.url)
     target = chaintools.address_of(USER_KEYS[3])
     withdrawal_id, node, stored = signed_withdrawal(db, db_url, w3, token6, target, 12 * 10**6, w3.eth.gas_price)
-    lost = node.sign_transfer(target, 12 * 10**6, stored.nonce, w3.eth.gas_price + 1)  # same payment, other bytes
+    lost = node.sign_transfer(target, 12 * 10**6, stored.nonce, legacy(w3.eth.gas_price + 1))  # same payment, other bytes
     w3.eth.send_raw_transaction(lost.raw)
     start_block = w3.eth.block_number - 1
     worker = start_worker(api, db_url, anvil.url, token6, w3, CONFIRMATIONS=2)
@@ -299,40 +298,15 @@ def test_a_nonce_spent_by_a_lost_attempt_that_pays_the_same_is_paid_not_refunded
         worker.stop()
 
 
-class ForgetfulNode:
-    """A JSON-RPC proxy that answers like a lagging backend while `forgetting`: no receipt, no transaction."""
+class ForgetfulNode(RpcProxy):
+    """Answers like a lagging backend while `forgetting`: no receipt, no transaction."""
 
     FORGOTTEN = ("eth_getTransactionReceipt", "eth_getTransactionByHash")
 
     def __init__(self, target_url: str):
-        self.target_url, self.forgetting = target_url, True
-        node = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = json.loads(body)
-                if node.forgetting and request.get("method") in node.FORGOTTEN:
-                    answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": None}).encode()
-                else:
-                    answer = requests.post(node.target_url, data=body, timeout=10,
-                                           headers={"Content-Type": "application/json"}).content
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.forgetting = True
+        super().__init__(target_url, lambda request: {"result": None}
+                         if self.forgetting and request.get("method") in self.FORGOTTEN else None)
 
 
 def test_a_node_that_forgets_our_mined_transaction_causes_no_refund(api, db, db_url, anvil, w3, token6):

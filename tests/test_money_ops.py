@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from core.fees import Fees
 from core.errors import DatabaseError, InsufficientFunds, InvalidTransition, NotFound, WalletInUse
 from db import deposits, ledger, levels, users, wallets, withdrawals
 from db.deposits import Transfer
@@ -17,6 +18,7 @@ ROUNDS = 20
 THREADS = 50
 UNIT = 10**6  # a token with 6 decimals
 HOT = "0x" + "70" * 20  # the hot wallet that signs in these tests
+FEES = Fees(max_fee=2 * 10**9, priority_fee=10**9)
 _ids = itertools.count(1000)
 
 
@@ -225,7 +227,7 @@ def test_failed_withdrawal_refunds_once(pool):
                                         to_address=random_address(), auto_approve_max=5 * UNIT)
         assert withdrawal["status"] == "APPROVED"
         withdrawals.mark_signed(conn, withdrawal["id"], from_address=HOT, nonce=7, tx_hash="0x" + "ab" * 32,
-                                raw_tx=b"\x01\x02")
+                                raw_tx=b"\x01\x02", fees=FEES)
         withdrawals.mark_broadcast(conn, withdrawal["id"])
     results = run_concurrently(10, lambda i: _in_tx(pool, withdrawals.fail, withdrawal["id"], "reverted"))
     assert sum(r.changed for r in results) == 1
@@ -239,11 +241,11 @@ def test_confirm_and_state_machine(pool):
                                to_address=random_address(), auto_approve_max=0)
         assert w["status"] == "REQUESTED"
         with pytest.raises(InvalidTransition):
-            withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x")
+            withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=1, tx_hash="0x" + "cd" * 32, raw_tx=b"x", fees=FEES)
         assert withdrawals.approve(conn, w["id"], admin_id=9).changed
         assert not withdrawals.approve(conn, w["id"], admin_id=9).changed
         signed = withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=1, tx_hash="0x" + "CD" * 32,
-                                         raw_tx=b"raw")
+                                         raw_tx=b"raw", fees=FEES)
         assert signed["tx_hash"] == "0x" + "cd" * 32 and bytes(signed["raw_tx"]) == b"raw"
         with pytest.raises(InvalidTransition):
             withdrawals.reject(conn, w["id"], admin_id=9, reason="too late")
@@ -261,8 +263,8 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
     with transaction(pool) as conn:
         w = request_withdrawal(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
                                auto_approve_max=UNIT)
-        withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first")
-    with pytest.raises(DatabaseError, match="never replaced"):
+        withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ee" * 32, raw_tx=b"first", fees=FEES)
+    with pytest.raises(DatabaseError, match="replaced only by a recorded attempt"):
         with transaction(pool) as conn:
             conn.execute("UPDATE withdrawals SET raw_tx = 'second' WHERE id = %s", (w["id"],))
     with pytest.raises(DatabaseError, match="SIGNED -> REQUESTED is not allowed"):
@@ -277,7 +279,7 @@ def test_database_refuses_skipping_states_and_replacing_signed_bytes(pool):
         with transaction(pool) as conn:
             w2 = request_withdrawal(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
                                     auto_approve_max=UNIT)
-            withdrawals.mark_signed(conn, w2["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x")
+            withdrawals.mark_signed(conn, w2["id"], from_address=HOT, nonce=3, tx_hash="0x" + "ff" * 32, raw_tx=b"x", fees=FEES)
 
 
 def test_wallets_are_unique_case_insensitively(pool):
@@ -351,3 +353,50 @@ def test_the_daily_limit_sends_automatic_withdrawals_to_an_admin(pool):
     assert request(6)["status"] == "APPROVED"  # 8 + 1 waiting for an admin + 6 = 15
     assert request(1)["status"] == "REQUESTED"
 
+
+
+def test_attempts_replace_a_signed_transaction_only_at_its_nonce_and_a_mined_cancel_frees_it(pool):
+    user_id = new_user(pool, balance=10 * UNIT)
+    with transaction(pool) as conn:
+        w = request_withdrawal(conn, user_id=user_id, amount=UNIT, fee=0, to_address=random_address(),
+                               auto_approve_max=UNIT)
+        withdrawals.mark_signed(conn, w["id"], from_address=HOT, nonce=40, tx_hash="0x" + "a1" * 32,
+                                raw_tx=b"first", fees=FEES)
+        withdrawals.mark_broadcast(conn, w["id"])
+        repriced = withdrawals.add_attempt(conn, w["id"], "TRANSFER", tx_hash="0x" + "a2" * 32, raw_tx=b"second",
+                                           fees=Fees(max_fee=3 * 10**9, priority_fee=2 * 10**9))
+        current = withdrawals.get(conn, w["id"])
+        assert (current["tx_hash"], bytes(current["raw_tx"]), current["nonce"]) == (repriced["tx_hash"], b"second", 40)
+    with pytest.raises(DatabaseError, match="replaced only by a recorded attempt"):  # an unrecorded transaction
+        with transaction(pool) as conn:
+            conn.execute("UPDATE withdrawals SET tx_hash = %s, raw_tx = 'x' WHERE id = %s", ("0x" + "a3" * 32, w["id"]))
+    with pytest.raises(DatabaseError, match="only its mined block"):  # attempts are immutable
+        with transaction(pool) as conn:
+            conn.execute("UPDATE withdrawal_attempts SET raw_tx = 'x' WHERE id = %s", (repriced["id"],))
+    with pytest.raises(DatabaseError, match="never deleted"):
+        with transaction(pool) as conn:
+            conn.execute("DELETE FROM withdrawal_attempts WHERE id = %s", (repriced["id"],))
+    with transaction(pool) as conn:
+        cancel = withdrawals.add_attempt(conn, w["id"], "CANCEL", tx_hash="0x" + "a4" * 32, raw_tx=b"cancel",
+                                         fees=Fees(max_fee=4 * 10**9, priority_fee=3 * 10**9))
+        assert withdrawals.get(conn, w["id"])["tx_hash"] == repriced["tx_hash"]  # it shows the newest transfer
+    with pytest.raises(DatabaseError, match="only when a mined cancel"):  # the cancel is not mined yet
+        with transaction(pool) as conn:
+            conn.execute("""UPDATE withdrawals SET status = 'APPROVED', nonce = NULL, tx_hash = NULL, raw_tx = NULL
+                            WHERE id = %s""", (w["id"],))
+    with transaction(pool) as conn:
+        released = withdrawals.release_nonce(conn, w["id"], cancel, 123, 60, "nonce 40 freed")
+        assert released.changed and released.withdrawal["status"] == "APPROVED"
+        assert released.withdrawal["nonce"] is None and released.withdrawal["problem"] == "nonce 40 freed"
+        assert not withdrawals.release_nonce(conn, w["id"], cancel, 123, 60, "again").changed
+        waiting = conn.execute("SELECT not_before > now() AS waiting FROM withdrawals WHERE id = %s", (w["id"],))
+        assert waiting.fetchone()["waiting"]  # not signed again before retry_after_s
+        assert withdrawals.highest_nonce(conn, HOT) >= 40  # a freed nonce stays used
+    assert balance_of(pool, user_id) == 9 * UNIT  # still held, never refunded
+    other = new_user(pool, balance=10 * UNIT)
+    with pytest.raises(DatabaseError, match="already used by another withdrawal"):  # nonce 40 was spent by w's cancel: no other withdrawal's attempt may use it
+        with transaction(pool) as conn:
+            w2 = request_withdrawal(conn, user_id=other, amount=UNIT, fee=0, to_address=random_address(),
+                                    auto_approve_max=UNIT)
+            withdrawals.mark_signed(conn, w2["id"], from_address=HOT, nonce=40, tx_hash="0x" + "a5" * 32,
+                                    raw_tx=b"x", fees=FEES)

@@ -22,6 +22,7 @@ from telebot.storage import StateStorageBase
 from chain import nonce_audit, reconciler, scanner, sender
 from chain.rpc import is_transport_failure
 from core.errors import BreakerOpen, DatabaseError, MigrationError
+from core.i18n import scan_progress
 from db import hot_wallet, migrate, notifications, service_status, stats, withdrawals
 from db.pool import connect
 from runtime import startup
@@ -279,6 +280,7 @@ def status_report(conn) -> dict:
         if status.get("scan_problem"):
             lines.append(f"deposit scan: PROBLEM: {status['scan_problem']}")
             healthy = False
+        lines.append("deposit scan: " + scan_progress(status, "en"))
     nonce = service_status.get(conn, "hot_wallet_nonce")
     if nonce and nonce["status"].get("ahead"):
         gap = nonce["status"]
@@ -290,6 +292,8 @@ def status_report(conn) -> dict:
     if wallet and wallet["status"].get("short"):
         lines.append(f"hot wallet: SHORT of funds for withdrawal #{wallet['status'].get('withdrawal')}")
         healthy = False
+    for row in withdrawals.with_problems(conn):
+        lines.append(f"withdrawal #{row['id']} ({row['status']}): {row['problem']}")
     summary = stats.summary(conn)
     lines.append("deposits: " + (", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or "none"))
     lines.append("withdrawals: " + (", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or "none"))

@@ -53,7 +53,8 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
     breaker = wctx.chain.breaker
     status = {"breaker": breaker.state, "last_error": breaker.last_error,
               "maintenance": wctx.settings.blockchain_maintenance_mode,
-              "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem}
+              "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem,
+              "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized}
     with wctx.transaction() as conn:
         service_status.put(conn, "rpc", status)
         status["notifications_pending"] = notifications.pending_count(conn)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import requests
 from eth_account import Account
 from web3 import Web3
-from web3.exceptions import TransactionNotFound, Web3RPCError
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3RPCError
 
 from core import fees as fee_rules
 from core.fees import Fees
@@ -95,6 +95,13 @@ class Chain:
         """Hash of the canonical block at `number`, or None if the node has no such block."""
         block = self._rpc(lambda: self.w3.eth.get_block(number))
         return to_hex(block["hash"]) if block else None
+
+    def finalized_block(self) -> int | None:
+        """The newest block the node calls finalized (it can no longer be reorged away); None without the tag."""
+        try:
+            return int(self._rpc(lambda: self.w3.eth.get_block("finalized"))["number"])
+        except (BlockNotFound, Web3RPCError):
+            return None
 
     def transfer_logs(self, from_block: int, to_block: int) -> list[Transfer]:
         """Token Transfer logs to the deposit address (and former ones) in [from_block, to_block]."""

@@ -28,12 +28,15 @@ class DepositMonitor:
         self.wctx = wctx
         self.chunk = wctx.settings.scan_chunk_blocks
         self.problem: str | None = None  # shown in status: e.g. the node is behind our cursor
+        self.scanned_to: int | None = None  # the last block scanned and credited
+        self.finalized: int | None = None  # the node's finalized block: credits up to it cannot be reorged away
 
     def scan(self) -> int:
         """Scan every block with enough confirmations since the cursor; return transfers recorded."""
         chain, settings = self.wctx.chain, self.wctx.settings
         head = chain.head()
         last, last_hash = self._cursor(head)
+        self.scanned_to, self.finalized = last, chain.finalized_block()
         if head < last:
             self.problem = f"chain head {head} is below the scanned cursor {last}: node reset or wrong RPC"
             log.error("deposit scan paused: %s; nothing is skipped or credited again until it catches up",
@@ -60,6 +63,7 @@ class DepositMonitor:
                 log.warning("blocks %s-%s changed under us (reorg); rescanning next run", start, end)
                 return recorded
             recorded += self._record(transfers, end, chain.block_hash(end))
+            self.scanned_to = end
             start = end + 1
             self.chunk = min(self.chunk * 2, settings.scan_chunk_blocks, MAX_CHUNK_BLOCKS)
         return recorded

@@ -345,13 +345,21 @@ CATALOG = {
     },
     "admin_status": {
         "en": ("Bot: running\nDatabase: {database}\nRedis: {redis}\nBlockchain maintenance: {maintenance}\n"
-               "RPC (worker): {rpc}\nHot wallet: {hot_wallet}\nNotifications waiting: {queued}"),
+               "RPC (worker): {rpc}\nDeposits: {scan}\nHot wallet: {hot_wallet}\nNotifications waiting: {queued}"),
         "ru": ("Бот: работает\nБаза данных: {database}\nRedis: {redis}\nОбслуживание блокчейна: {maintenance}\n"
-               "RPC (воркер): {rpc}\nГорячий кошелёк: {hot_wallet}\nУведомлений в очереди: {queued}"),
+               "RPC (воркер): {rpc}\nДепозиты: {scan}\nГорячий кошелёк: {hot_wallet}\nУведомлений в очереди: {queued}"),
     },
     "maintenance_manual": {"en": "on (manual: BLOCKCHAIN_MAINTENANCE_MODE)", "ru": "включено (вручную: BLOCKCHAIN_MAINTENANCE_MODE)"},
     "maintenance_auto": {"en": "on (automatic: RPC failing, breaker {state})", "ru": "включено (автоматически: RPC недоступен, предохранитель {state})"},
     "unknown": {"en": "unknown", "ru": "неизвестно"},
+    "scan_finalized": {
+        "en": "credited through block {scanned}, finalized through {finalized} (credits up to it cannot be reorged away)",
+        "ru": "зачислены по блок {scanned}, финализированы по {finalized} (эти зачисления уже не отменит реорганизация)",
+    },
+    "scan_no_finality": {
+        "en": "credited through block {scanned}; the node reports no finalized block",
+        "ru": "зачислены по блок {scanned}; узел не сообщает финализированный блок",
+    },
     "funds_short": {"en": "SHORT of funds, withdrawals wait", "ru": "НЕ ХВАТАЕТ средств, выводы ждут"},
     "nonce_ahead": {
         "en": "STOPPED: {unknown} transaction(s) on chain the database does not know; run python dr.py reconcile",
@@ -423,3 +431,12 @@ def language_from_telegram(code: str | None, default: str) -> str:
     if not code:
         return default
     return "ru" if code.lower().startswith("ru") else "en"
+
+
+def scan_progress(status: dict, language: str) -> str:
+    """How far the worker credited deposits, and how much of that the node calls finalized."""
+    if status.get("scanned_block") is None:
+        return t(language, "unknown")
+    if status.get("finalized_block") is None:
+        return t(language, "scan_no_finality", scanned=status["scanned_block"])
+    return t(language, "scan_finalized", scanned=status["scanned_block"], finalized=status["finalized_block"])

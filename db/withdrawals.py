@@ -72,6 +72,10 @@ UPDATE withdrawals SET status = 'APPROVED', from_address = NULL, nonce = NULL, t
 WHERE id = %s RETURNING *
 """
 SQL_PROBLEM = "UPDATE withdrawals SET problem = %s WHERE id = %s"
+SQL_WITH_PROBLEMS = """
+SELECT id, status, problem FROM withdrawals
+WHERE problem IS NOT NULL AND status IN ('APPROVED', 'SIGNED', 'BROADCAST') ORDER BY id LIMIT %s
+"""
 # rows signed before nonces were kept per hot wallet have no from_address: they were this wallet's
 SQL_HIGHEST_NONCE = "SELECT max(nonce) AS nonce FROM withdrawals WHERE from_address = %s OR from_address IS NULL"
 
@@ -201,6 +205,11 @@ def release_nonce(conn, withdrawal_id: int, cancel: dict, block: int, retry_afte
     _expect(current, SIGNED, BROADCAST)
     withdrawal_attempts.mark_mined(conn, cancel["id"], block)
     return Change(conn.execute(SQL_RELEASE, (retry_after_s, problem, withdrawal_id)).fetchone(), True)
+
+
+def with_problems(conn, limit: int = 10) -> list[dict]:
+    """Unsettled withdrawals with a recorded problem, oldest first."""
+    return conn.execute(SQL_WITH_PROBLEMS, (limit,)).fetchall()
 
 
 def note_problem(conn, withdrawal_id: int, problem: str) -> None:

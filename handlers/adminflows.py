@@ -5,7 +5,7 @@ import logging
 from botapi import delivery
 from core.amounts import parse_amount
 from core.errors import AmountError, InvalidTransition, NotFound
-from core.i18n import t
+from core.i18n import scan_progress, t
 from db import (audit, blacklist, deposits, ledger, levels, notifications, service_status, stats, system_settings,
                 users, withdrawals)
 from handlers import keyboards, userflows
@@ -310,7 +310,7 @@ def chain_summary(ctx, lang: str) -> dict:
             queued = notifications.pending_count(conn)
     except Exception:  # /status must answer whatever is down
         return {"maintenance": t(lang, "unknown"), "rpc": t(lang, "unknown"), "hot_wallet": t(lang, "unknown"),
-                "queued": t(lang, "unknown")}
+                "queued": t(lang, "unknown"), "scan": t(lang, "unknown")}
     if pause is None:
         maintenance = t(lang, "off")
     elif pause[0] == "manual":
@@ -324,7 +324,8 @@ def chain_summary(ctx, lang: str) -> dict:
         hot_wallet = t(lang, "nonce_ahead", unknown=nonce["status"]["unknown"])
     else:
         hot_wallet = t(lang, "funds_short") if short else t(lang, "ok")
-    return {"maintenance": maintenance, "rpc": rpc_text, "queued": queued, "hot_wallet": hot_wallet}
+    return {"maintenance": maintenance, "rpc": rpc_text, "queued": queued, "hot_wallet": hot_wallet,
+            "scan": scan_progress(rpc or {}, lang)}
 
 
 @admin_only("unattributed")

@@ -111,3 +111,25 @@ def test_dr_recover_finishes_outage_work_without_the_worker(api, db_url, anvil, 
     again = dr(db_url, "recover", RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address, CONFIRMATIONS=1,
                HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value", TELEGRAM_API_URL=api.url)
     assert "0 transfer(s) recorded, 0 outage" in again.stdout and db.balance(7001) == 15 * 10**6
+
+
+def test_status_shows_how_far_deposits_are_credited_and_finalized(api, db_url, anvil, w3, token6, redis_server):
+    chaintools.mine(w3, 70)  # anvil calls the block 64 behind its head finalized
+    db = Db(db_url)
+    worker = WorkerProcess(api, db_url, anvil.url, token6.address, CONFIRMATIONS=1,
+                           SCAN_START_BLOCK=w3.eth.block_number).start()
+    bot = BotProcess(api, db_url, redis_server.url(9), RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address,
+                     DEPOSIT_ADDRESS=HOT_WALLET).start()
+    try:
+        report = lambda: db.value("SELECT status FROM service_status WHERE name = 'rpc'") or {}
+        head = w3.eth.block_number
+        wait_until(lambda: report().get("scanned_block") == head, 20, "the scan to reach the head")
+        finalized = w3.eth.get_block("finalized")["number"]
+        assert 0 < finalized < head and report()["finalized_block"] == finalized
+        text = Chat(api, ADMIN_ID).send("/status", contains="Deposits:")["text"]
+        assert f"Deposits: credited through block {head}, finalized through {finalized}" in text
+        out = dr(db_url, "status").stdout
+        assert f"deposit scan: credited through block {head}, finalized through {finalized}" in out
+    finally:
+        bot.stop()
+        worker.stop()

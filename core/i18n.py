@@ -28,10 +28,10 @@ CATALOG = {
     },
     "admin_help": {
         "en": ("Admin commands:\n/pending\n/approve <id>\n/reject <id> [reason]\n/ban <user_id> [reason]\n"
-               "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <key> <value>\n"
+               "/unban <user_id>\n/levels\n/setlevels 10-100,100-1000,1000-10000\n/settings\n/set <key> <value>\n"
                "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
         "ru": ("Команды администратора:\n/pending\n/approve <id>\n/reject <id> [причина]\n/ban <user_id> [причина]\n"
-               "/unban <user_id>\n/levels\n/setlevels 10-99,100-999\n/settings\n/set <ключ> <значение>\n"
+               "/unban <user_id>\n/levels\n/setlevels 10-100,100-1000,1000-10000\n/settings\n/set <ключ> <значение>\n"
                "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
     },
     "unknown_command": {
@@ -166,6 +166,10 @@ CATALOG = {
     "deposit_ask_amount": {
         "en": "Send the amount to deposit, from {low} to {high} {symbol}. /cancel to stop.",
         "ru": "Отправьте сумму пополнения, от {low} до {high} {symbol}. /cancel - отмена.",
+    },
+    "deposit_ask_amount_below": {
+        "en": "Send the amount to deposit, from {low} up to (not including) {high} {symbol}. /cancel to stop.",
+        "ru": "Отправьте сумму пополнения, от {low} и меньше {high} {symbol}. /cancel - отмена.",
     },
     "deposit_out_of_levels": {
         "en": "The amount must lie within a deposit level: {levels}.",

@@ -1,4 +1,10 @@
-"""Deposit levels: versioned tiers of whole-token amounts; exactly one version is current."""
+"""Deposit levels: versioned tiers of whole-token amounts; exactly one version is current.
+
+Levels are contiguous: written 10-100,100-1000,1000-10000 they mean [10, 100),
+[100, 1000), [1000, 10000], each upper bound excluded except the last's, so every
+amount from the lowest bound to the highest falls in exactly one level. The
+database refuses a version that is not contiguous (migrations/0009).
+"""
 from dataclasses import dataclass
 
 from core.amounts import parse_amount
@@ -28,9 +34,10 @@ class Level:
         """(min, max) in base units of a token with `decimals` decimals."""
         return parse_amount(self.min_tokens, decimals), parse_amount(self.max_tokens, decimals)
 
-    def contains(self, amount: int, decimals: int) -> bool:
+    def contains(self, amount: int, decimals: int, last: bool) -> bool:
+        """low <= amount < high; the last level also holds its upper bound."""
         low, high = self.bounds(decimals)
-        return low <= amount <= high
+        return low <= amount < high or (last and amount == high)
 
 
 def current(conn) -> list[Level]:
@@ -39,22 +46,24 @@ def current(conn) -> list[Level]:
 
 def level_for(levels: list[Level], amount: int, decimals: int) -> Level | None:
     """The level whose range holds `amount` base units, or None."""
-    return next((lvl for lvl in levels if lvl.contains(amount, decimals)), None)
+    return next((lvl for lvl in levels if lvl.contains(amount, decimals, lvl is levels[-1])), None)
 
 
 def parse_ranges(text: str) -> list[tuple[str, str]]:
-    """Parse "10-99,100-999" into [("10", "99"), ("100", "999")]; ranges must ascend without overlap."""
+    """Parse "10-100,100-1000" into [("10", "100"), ("100", "1000")]: ascending, each starting where the one
+    before ends."""
     ranges = []
     for part in text.split(","):
         low, sep, high = part.strip().partition("-")
         if not sep:
-            raise AmountError(f"{part.strip()!r} is not a range like 10-99")
+            raise AmountError(f"{part.strip()!r} is not a range like 10-100")
         low_units = parse_amount(low, 18)
         high_units = parse_amount(high, 18)
-        if high_units < low_units:
-            raise AmountError(f"{part.strip()}: the upper bound is below the lower one")
-        if ranges and low_units <= parse_amount(ranges[-1][1], 18):
-            raise AmountError(f"{part.strip()}: ranges must ascend without overlapping")
+        if high_units <= low_units:
+            raise AmountError(f"{part.strip()}: the upper bound must be above the lower one")
+        if ranges and low_units != parse_amount(ranges[-1][1], 18):
+            raise AmountError(f"{part.strip()}: each level starts where the one before ends "
+                              f"({ranges[-1][1]}), so no amount falls between levels")
         ranges.append((low.strip(), high.strip()))
     return ranges
 

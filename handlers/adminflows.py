@@ -206,7 +206,7 @@ def show_levels(ctx, message, data) -> None:
 def set_levels(ctx, message, data) -> None:
     args = _args(message)
     if not args:
-        _usage(ctx, message, data, "/setlevels 10-99,100-999,1000-10000")
+        _usage(ctx, message, data, "/setlevels 10-100,100-1000,1000-10000")
         return
     try:
         ranges = levels.parse_ranges("".join(args))

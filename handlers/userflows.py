@@ -103,8 +103,9 @@ def choose_level(ctx, call, data, version: int, number: int) -> None:
         return
     ctx.answer(call.id)
     ctx.set_dialog(call.message.chat.id, user["id"], DEPOSIT_AMOUNT, {"version": version, "level": number})
-    ctx.say(call.message.chat.id, data["lang"], "deposit_ask_amount", low=chosen.min_tokens,
-            high=chosen.max_tokens, symbol=ctx.token.symbol)
+    last = chosen is current[-1]  # only the last level holds its upper bound
+    ctx.say(call.message.chat.id, data["lang"], "deposit_ask_amount" if last else "deposit_ask_amount_below",
+            low=chosen.min_tokens, high=chosen.max_tokens, symbol=ctx.token.symbol)
 
 
 def create_deposit(ctx, chat_id: int, user: dict, lang_code: str, text: str, chosen_level: dict | None) -> bool:

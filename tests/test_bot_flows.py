@@ -320,9 +320,11 @@ def test_deposit_with_amount_creates_a_request(api, db):
 def test_deposit_dialog_with_level_buttons_in_russian(api, db):
     chat = registered(api, db, lang="ru")
     levels = chat.send("/deposit")
-    assert button_labels(levels)[:1] == [f"Уровень 1: 10-99 {SYMBOL}"]
-    assert "от 100 до 999" in chat.press(f"Уровень 2: 100-999 {SYMBOL}")["text"]
+    assert button_labels(levels) == [f"Уровень 1: 10-100 {SYMBOL}", f"Уровень 2: 100-1000 {SYMBOL}",
+                                     f"Уровень 3: 1000-10000 {SYMBOL}"]
+    assert "от 100 и меньше 1000" in chat.press(f"Уровень 2: 100-1000 {SYMBOL}")["text"]
     assert "уровней" in chat.send("50")["text"]  # outside the chosen level
+    assert "уровней" in chat.send("1000")["text"]  # the upper bound belongs to the next level
     reply = chat.send("150.5")["text"]
     assert "150.5 USDT" in reply
     assert db.value("SELECT level FROM deposits WHERE id = %s", (hash_id(reply),)) == 2
@@ -491,7 +493,7 @@ def test_admin_approves_and_rejects_with_refund_and_user_is_told(api, db, admin)
     admin.send("/approve abc", contains="Usage")
 
 
-ADMIN_COMMANDS = ["/pending", "/approve 1", "/reject 1 x", "/ban 5", "/unban 5", "/levels", "/setlevels 10-99,100-999,1000-10000",
+ADMIN_COMMANDS = ["/pending", "/approve 1", "/reject 1 x", "/ban 5", "/unban 5", "/levels", "/setlevels 10-100,100-1000,1000-10000",
                   "/settings", "/set withdrawal_fee 0", "/stats", "/status", "/unattributed"]
 
 
@@ -530,11 +532,12 @@ def test_ban_and_unban(api, db, admin):
 
 
 def test_levels_and_new_version(api, db, admin):
-    admin.send("/levels", contains="1: 10-99")
+    admin.send("/levels", contains="1: 10-100")
     chat = registered(api, db)
     old = hash_id(chat.send("/deposit 50")["text"])
     admin.send("/setlevels 10-5", contains="Invalid levels")
-    reply = admin.send("/setlevels 20-200,201-2000", contains="New deposit levels")["text"]
+    admin.send("/setlevels 20-200,201-2000", contains="each level starts where the one before ends")
+    reply = admin.send("/setlevels 20-200,200-2000", contains="New deposit levels")["text"]
     assert "1: 20-200" in reply
     try:
         assert "deposit level" in chat.send("/deposit 15")["text"]
@@ -542,7 +545,7 @@ def test_levels_and_new_version(api, db, admin):
         versions = db.rows("SELECT id, level_version FROM deposits WHERE id IN (%s, %s) ORDER BY id", (old, new))
         assert versions[0]["level_version"] < versions[1]["level_version"]
     finally:
-        admin.send("/setlevels 10-99,100-999,1000-10000", contains="New deposit levels")
+        admin.send("/setlevels 10-100,100-1000,1000-10000", contains="New deposit levels")
 
 
 def test_settings_are_validated(admin, db):
@@ -622,8 +625,8 @@ def test_every_user_flow_in_both_languages(api, db, lang):
     assert chat.send(signature, exactly=t(lang, "wallet_bound", address=wallet))
     levels = chat.press(t(lang, "btn_deposit"))
     assert levels["text"] == t(lang, "deposit_choose_level")
-    chat.press(t(lang, "btn_level", level=1, low="10", high="99", symbol=SYMBOL),
-               contains=t(lang, "deposit_ask_amount", low="10", high="99", symbol=SYMBOL))
+    chat.press(t(lang, "btn_level", level=1, low="10", high="100", symbol=SYMBOL),
+               contains=t(lang, "deposit_ask_amount_below", low="10", high="100", symbol=SYMBOL))
     created = chat.send("12.5")["text"]
     deposit_id = hash_id(created)
     assert created == t(lang, "deposit_created", id=deposit_id, amount="12.5", symbol=SYMBOL, wallet=wallet,

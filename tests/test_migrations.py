@@ -165,7 +165,8 @@ def test_migrations_build_exactly_models_sql(pg_server, template_db):
 def test_seeded_levels_and_settings(conn):
     levels = conn.execute("""SELECT level, min_tokens::text AS lo, max_tokens::text AS hi FROM deposit_levels
                              JOIN deposit_level_versions USING (version) WHERE is_current ORDER BY level""").fetchall()
-    assert [(r["level"], r["lo"], r["hi"]) for r in levels] == [(1, "10", "99"), (2, "100", "999"), (3, "1000", "10000")]
+    assert [(r["level"], r["lo"], r["hi"]) for r in levels] == [(1, "10", "100"), (2, "100", "1000"),
+                                                                  (3, "1000", "10000")]
     settings = {r["key"]: r["value"] for r in conn.execute("SELECT key, value FROM system_settings")}
     assert settings["min_withdrawal"] == "1" and settings["withdrawal_fee"] == "0"
     assert "support_contact" in settings

@@ -296,17 +296,43 @@ def test_wallets_are_unique_case_insensitively(pool):
 def test_level_versions(pool):
     with transaction(pool) as conn:
         first = levels.current(conn)
-        version = levels.replace(conn, levels.parse_ranges("5-50, 51-500.5"), admin_id=1)
+        version = levels.replace(conn, levels.parse_ranges("5-50, 50-500.5"), admin_id=1)
         current = levels.current(conn)
     assert version > first[0].version
-    assert [(l.level, l.min_tokens, l.max_tokens) for l in current] == [(1, "5", "50"), (2, "51", "500.5")]
-    assert levels.level_for(current, 500_500_000, 6).level == 2
-    assert levels.level_for(current, 4 * UNIT, 6) is None
+    assert [(l.level, l.min_tokens, l.max_tokens) for l in current] == [(1, "5", "50"), (2, "50", "500.5")]
+    assert levels.level_for(current, 500_500_000, 6).level == 2  # the last level holds its upper bound
+    assert levels.level_for(current, 50 * UNIT, 6).level == 2  # the others do not
+    assert levels.level_for(current, 50 * UNIT - 1, 6).level == 1
+    assert levels.level_for(current, 5 * UNIT - 1, 6) is None
+    assert levels.level_for(current, 500_500_001, 6) is None
     with transaction(pool) as conn:
         assert conn.execute("SELECT count(*) AS n FROM deposit_level_versions WHERE is_current").fetchone()["n"] == 1
 
 
-@pytest.mark.parametrize("text", ["", "10", "10-5", "10-99,50-200", "a-b", "-5-10", "10-99,,"])
+def test_the_default_levels_leave_no_gap():
+    default = [levels.Level(1, number, low, high) for number, (low, high)
+               in enumerate(levels.parse_ranges("10-100,100-1000,1000-10000"), start=1)]
+    assert levels.level_for(default, 99_500_000, 6).level == 1  # 99.5: refused while the levels were 10-99,100-999
+    assert levels.level_for(default, 100 * UNIT, 6).level == 2
+    assert levels.level_for(default, 10000 * UNIT, 6).level == 3
+
+
+def test_the_database_refuses_levels_with_a_gap(pool):
+    with transaction(pool) as conn:
+        before = levels.current(conn)
+    with pytest.raises(DatabaseError, match="each starts where the one before ends"):
+        with transaction(pool) as conn:
+            levels.replace(conn, [("10", "99"), ("100", "999")], admin_id=1)  # bypassing parse_ranges
+    with pytest.raises(DatabaseError, match="each starts where the one before ends"):
+        with transaction(pool) as conn:
+            version = levels.replace(conn, [("10", "100"), ("100", "1000")], admin_id=1)
+            conn.execute("UPDATE deposit_levels SET min_tokens = 101 WHERE version = %s AND level = 2", (version,))
+    with transaction(pool) as conn:
+        assert levels.current(conn) == before  # both versions rolled back whole
+
+
+@pytest.mark.parametrize("text", ["", "10", "10-5", "10-10", "10-99,50-200", "10-99,100-999", "a-b", "-5-10",
+                                  "10-99,,"])
 def test_bad_level_ranges(text):
     from core.errors import AmountError
     with pytest.raises(AmountError):

@@ -4,6 +4,7 @@ worker.py against anvil (mining switched off where a transaction must stay stuck
 PostgreSQL and the Bot API stand-in; a JSON-RPC proxy plays a node that refuses
 one particular transaction.
 """
+import json
 import threading
 
 import pytest
@@ -198,5 +199,18 @@ def test_a_withdrawal_that_stays_stuck_has_its_nonce_freed_and_is_sent_again(api
         wait_until(lambda: status(db, withdrawal_id) == "CONFIRMED", 20, "the withdrawal to be paid")
         assert db.value("SELECT nonce FROM withdrawals WHERE id = %s", (withdrawal_id,)) == stuck_nonce + 1
         assert paid_from_hot_wallet(w3, token.address, start_block) == [(target, 40 * UNIT)]
+    finally:
+        worker.stop()
+
+
+def test_a_short_of_funds_flag_from_before_a_restart_is_derived_again(api, db, db_url, anvil, w3, token6):
+    """A flag written before the worker stopped (since topped up) must not stay in status after a start."""
+    db.rows("""INSERT INTO service_status (name, status) VALUES ('hot_wallet', %s)
+               ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status, updated_at = now()""",
+            (json.dumps({"short": True, "withdrawal": 1, "alerted_at": 0}),))
+    worker = start_worker(api, db_url, anvil.url, token6, w3)
+    try:
+        short = lambda: db.value("SELECT status->'short' FROM service_status WHERE name = 'hot_wallet'")
+        wait_until(lambda: short() is False, 20, "the stale flag to be rewritten from the current state")
     finally:
         worker.stop()

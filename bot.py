@@ -23,7 +23,8 @@ from core.errors import AmountError, DatabaseError
 from core.i18n import t
 from core.settings import SettingsWatcher
 from db.pool import open_pool
-from dr import DialogStore, RateLimiter, redis_client, rpc_breaker
+import dr
+from dr import DialogStore, RateLimiter, redis_client
 from handlers import adminflows, keyboards, userflows, walletflows
 from handlers.context import Context
 from handlers.middlewares import SessionMiddleware
@@ -32,6 +33,7 @@ from runtime import startup
 log = logging.getLogger("bot")
 
 HANDLER_THREADS = 4
+STATUS_INTERVAL_S = 2.0
 POLL_BACKOFF_MAX_S = 5.0
 HANDLER_DRAIN_S = 120.0  # longest a batch may keep the next getUpdates (and its confirmation) waiting
 USER_COMMANDS = ("start", "deposit", "balance", "withdraw", "history", "wallet", "lang", "cancel", "help")
@@ -166,6 +168,15 @@ def poll_forever(bot: TeleBot, dispatcher: ChatDispatcher, stop: threading.Event
                 log.warning("handlers still busy after %s s; confirming the batch anyway", HANDLER_DRAIN_S)
 
 
+def report_status(ctx: Context, stop: threading.Event) -> None:
+    """Every STATUS_INTERVAL_S: STATE_DIR/bot.json with the breakers' states and a heartbeat."""
+    while not stop.wait(STATUS_INTERVAL_S):
+        try:
+            dr.write_status_file(ctx.settings.state_dir, "bot", [ctx.pg_breaker, ctx.redis_breaker, ctx.chain.breaker])
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+
+
 def _describe(exc: Exception) -> str:
     code = getattr(exc, "error_code", None)
     return f"{type(exc).__name__} {code}" if code else type(exc).__name__
@@ -190,15 +201,18 @@ def main() -> int:
             startup.fail(f"configuration error: {name}: {exc} for {token.symbol}", 2)
     client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     redis = redis_client(settings)
-    dialogs = DialogStore(redis)
+    pg_breaker = dr.pg_breaker(settings, background_probe=True)
+    redis_breaker = dr.redis_breaker(settings, background_probe=True)
+    dialogs = DialogStore(redis, redis_breaker, pool, pg_breaker)
     bot = TeleBot(settings.bot_token.reveal(), threaded=False, use_class_middlewares=True,
                   state_storage=dialogs)  # ChatDispatcher owns the handler threads
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
-    node = Chain(connect(settings), rpc_breaker(settings), token_address=settings.token_address,
-                 deposit_address=settings.deposit_address, chain_id=settings.chain_id)  # reads the head only
-    ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs,
-                  limiter=RateLimiter(redis, lambda: (watcher.current().rate_limit_updates,
-                                                      watcher.current().rate_limit_window_s)),
+    node = Chain(connect(settings), dr.rpc_breaker(settings, background_probe=True),
+                 token_address=settings.token_address, deposit_address=settings.deposit_address,
+                 chain_id=settings.chain_id)  # reads the head only
+    limits = lambda: (watcher.current().rate_limit_updates, watcher.current().rate_limit_window_s)
+    ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs, pg_breaker=pg_breaker,
+                  redis_breaker=redis_breaker, limiter=RateLimiter(redis, redis_breaker, limits),
                   token=token, chain=node, bot_id=int(settings.bot_token.reveal().split(":")[0]))
     bot.setup_middleware(SessionMiddleware(ctx))
     register_handlers(bot, ctx)
@@ -207,6 +221,9 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    dr.start_probers(stop, (pg_breaker, dr.pg_check(settings)), (redis_breaker, dr.redis_check(redis)),
+                     (node.breaker, dr.rpc_check(node)))
+    threading.Thread(target=report_status, args=(ctx, stop), name="status", daemon=True).start()
     log.info("bot started: token %s (%s decimals), polling %s", token.symbol, token.decimals,
              settings.telegram_api_url)
     dispatcher = ChatDispatcher(bot, HANDLER_THREADS)

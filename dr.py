@@ -8,6 +8,8 @@ issue: PostgreSQL fallbacks for dialogs and the Redis notification queue, and
 worker.py.
 """
 import argparse
+import collections
+import contextlib
 import getpass
 import json
 import logging
@@ -17,14 +19,17 @@ import threading
 import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from telebot.storage import StateStorageBase
 
 from chain import nonce_audit, reconciler, scanner, sender
 from chain.rpc import is_transport_failure
 from core.errors import BreakerOpen, DatabaseError, MigrationError
 from core.i18n import scan_progress
-from db import hot_wallet, migrate, notifications, service_status, stats, withdrawals
-from db.pool import connect
+from db import dialogs, hot_wallet, migrate, notifications, service_status, stats, withdrawals
+from db.pool import connect, is_outage, transaction
+from db.watchdog import WATCHDOG
 from runtime import startup
 from runtime.worker_context import build_worker_context
 
@@ -32,44 +37,138 @@ log = logging.getLogger(__name__)
 
 DIALOG_TTL_S = 24 * 3600  # an abandoned dialog is forgotten after a day
 REDIS_ERRORS = (redis.RedisError, OSError)
+# KEYS[1] = the dialog; ARGV = value (JSON), its version, TTL seconds. Sets unless Redis holds a newer version.
+REDIS_NEWER_WINS = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ok, decoded = pcall(cjson.decode, current)
+    if ok and type(decoded) == 'table' and tonumber(decoded['version'] or 0) >= tonumber(ARGV[2]) then
+        return 0
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
+def is_redis_outage(exc: BaseException) -> bool:
+    """Redis gave no usable answer (refused, timed out, still loading its data): counts against the breaker."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+
+
+def redis_key(key: tuple) -> str:
+    bot_id, chat_id, user_id, thread_id, business_connection_id = key
+    return f"fsm:{bot_id}:{chat_id}:{user_id}:{thread_id}:{business_connection_id}"
 
 
 def redis_client(settings) -> redis.Redis:
-    """A client whose every call fails within REDIS_TIMEOUT_S; callers own any retrying."""
+    """A client whose every call fails within REDIS_TIMEOUT_S, with redis-py's own retries off: the
+    breaker owns retrying (redis-py 8 would otherwise retry a refused connection for seconds)."""
     return redis.Redis.from_url(
         settings.redis_url.reveal(), socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s, health_check_interval=0, decode_responses=True)
+        socket_connect_timeout=settings.redis_timeout_s, health_check_interval=0, decode_responses=True,
+        retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
 
 
 class DialogStore(StateStorageBase):
-    """Dialog state and data per (bot, chat, user, thread), kept in Redis as one JSON value.
+    """Dialog state and data per (bot, chat, user, thread): Redis first, PostgreSQL (user_fsm_states) as fallback.
+
+    Every write carries a version (microseconds, above any version seen for the dialog)
+    and goes to each store that is up; a read takes the newer of the two copies. So a
+    dialog half-way when Redis dies continues from PostgreSQL without starting over, one
+    begun during the outage continues when Redis returns (recovery copies it back), and
+    neither store ever takes an older version over a newer one (Redis: a compare-and-set
+    script; PostgreSQL: a guarded upsert). A cleared dialog is a versioned tombstone.
+    Each store sits behind its breaker: while one is down, nobody waits for it.
 
     get/put/clear are what the handlers use; the StateStorageBase methods let telebot
     use the same storage.
     """
 
-    def __init__(self, client: redis.Redis, ttl_s: int = DIALOG_TTL_S):
+    def __init__(self, client: redis.Redis, redis_breaker, pool, pg_breaker, ttl_s: int = DIALOG_TTL_S):
         super().__init__()
         self._redis = client
-        self._ttl_s = ttl_s
+        self._redis_breaker = redis_breaker
+        self._pool = pool
+        self._pg_breaker = pg_breaker
+        self.ttl_s = ttl_s
+        self._compare_and_set = client.register_script(REDIS_NEWER_WINS)
 
     def get(self, chat_id: int, user_id: int, **where) -> tuple[str | None, dict]:
-        raw = self._redis.get(self._key(chat_id, user_id, **where))
-        if not raw:
-            return None, {}
-        value = json.loads(raw)
-        return value.get("state"), value.get("data") or {}
+        value = self._newest(self._where(chat_id, user_id, **where))
+        return (value["state"], value["data"] or {}) if value else (None, {})
 
     def put(self, chat_id: int, user_id: int, state: str | None, data: dict, **where) -> None:
-        payload = json.dumps({"state": state, "data": data, "updated_at": time.time()})
-        self._redis.set(self._key(chat_id, user_id, **where), payload, ex=self._ttl_s)
+        key = self._where(chat_id, user_id, **where)
+        seen = self._newest(key)
+        version = max(time.time_ns() // 1000, (seen["version"] if seen else 0) + 1)
+        value = {"state": state, "data": data, "version": version}
+        in_redis = self._try(self._redis_breaker, lambda: self._redis_put(key, value))
+        in_pg = self._try(self._pg_breaker, lambda: self._pg_put(key, value, in_redis))
+        if not (in_redis or in_pg):
+            raise BreakerOpen("dialogs: neither Redis nor PostgreSQL is available")
 
     def clear(self, chat_id: int, user_id: int, **where) -> bool:
-        return bool(self._redis.delete(self._key(chat_id, user_id, **where)))
+        existed = self.get(chat_id, user_id, **where)[0] is not None
+        self.put(chat_id, user_id, None, {}, **where)
+        return existed
+
+    def copy_to_redis(self, rows: list[dict]) -> None:
+        """Recovery: write these PostgreSQL rows to Redis in one pipeline, each only over an older version."""
+        pipe = self._redis.pipeline(transaction=False)
+        for row in rows:
+            value = {"state": row["state"], "data": row["data"], "version": row["version"]}
+            self._compare_and_set(keys=[redis_key(dialogs.key_of(row))],
+                                  args=[json.dumps(value), row["version"], self.ttl_s], client=pipe)
+        self._redis_breaker.call(pipe.execute)
+
+    def _newest(self, key: tuple) -> dict | None:
+        copies, answered = [], 0
+        for breaker, read in ((self._redis_breaker, self._redis_get), (self._pg_breaker, self._pg_get)):
+            try:
+                copies.append(breaker.call(read, key))
+                answered += 1
+            except BreakerOpen:
+                pass  # that store is down: the other one answers alone
+            except (*REDIS_ERRORS, DatabaseError) as exc:
+                log.info("dialogs: a read from %s failed: %s", breaker.name, exc)
+        if not answered:
+            raise BreakerOpen("dialogs: neither Redis nor PostgreSQL is available")
+        return max((c for c in copies if c), key=lambda c: c["version"], default=None)
+
+    def _redis_get(self, key: tuple) -> dict | None:
+        raw = self._redis.get(redis_key(key))
+        if not raw:
+            return None
+        value = json.loads(raw)
+        return {"state": value.get("state"), "data": value.get("data") or {}, "version": value.get("version", 0)}
+
+    def _redis_put(self, key: tuple, value: dict) -> None:
+        self._compare_and_set(keys=[redis_key(key)], args=[json.dumps(value), value["version"], self.ttl_s])
+
+    def _pg_get(self, key: tuple) -> dict | None:
+        with self._pg_transaction() as conn:
+            return dialogs.get(conn, key, self.ttl_s)
+
+    def _pg_put(self, key: tuple, value: dict, in_redis: bool) -> None:
+        with self._pg_transaction() as conn:
+            dialogs.put(conn, key, value["state"], value["data"], value["version"], in_redis)
+
+    def _pg_transaction(self):
+        return transaction(self._pool)  # callers go through the PostgreSQL breaker already
 
     @staticmethod
-    def _key(chat_id, user_id, business_connection_id=None, message_thread_id=None, bot_id=None) -> str:
-        return f"fsm:{bot_id or 0}:{chat_id}:{user_id}:{message_thread_id or 0}:{business_connection_id or ''}"
+    def _try(breaker, write) -> bool:
+        try:
+            breaker.call(write)
+            return True
+        except (BreakerOpen, *REDIS_ERRORS, DatabaseError) as exc:
+            log.info("dialogs: write skipped one store: %s", exc)
+            return False
+
+    @staticmethod
+    def _where(chat_id, user_id, business_connection_id=None, message_thread_id=None, bot_id=None) -> tuple:
+        return (bot_id or 0, chat_id, user_id, message_thread_id or 0, business_connection_id or "")
 
     # --- telebot's StateStorageBase interface
     def set_state(self, chat_id, user_id, state, **where):
@@ -107,7 +206,27 @@ class DialogStore(StateStorageBase):
         raise NotImplementedError("use get() and put()")
 
 
+def migrate_dialogs(store: DialogStore, pool, batch: int = 1000) -> int:
+    """Copy dialog states written while Redis was down back into Redis, in pipelined batches; idempotent.
+
+    Each state lands only over an older version, so a Redis that restarted with stale data
+    never wins over a newer PostgreSQL copy; rows are marked migrated after Redis took them
+    (killed between the two, a rerun copies again, harmlessly).
+    """
+    moved = 0
+    while True:
+        with transaction(pool) as conn:
+            rows = dialogs.unmigrated(conn, store.ttl_s, batch)
+        if not rows:
+            return moved
+        store.copy_to_redis(rows)
+        with transaction(pool) as conn:
+            dialogs.mark_migrated(conn, rows)
+        moved += len(rows)
+
+
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
+PROBE_INTERVAL_S = 0.2  # how often a prober looks at its breaker when nothing woke it
 
 
 class CircuitBreaker:
@@ -115,31 +234,59 @@ class CircuitBreaker:
 
     CLOSED: calls go through; `failure_threshold` consecutive failures open it.
     OPEN: calls fail fast with BreakerOpen until `reset_timeout_s` passed (monotonic clock).
-    HALF_OPEN: exactly one probe call goes through; success closes, failure reopens.
-    Only exceptions for which `is_failure(exc)` is true count (transport failures, not
-    "the node answered with an error"). No lock is held while the protected call runs.
+    HALF_OPEN: exactly one probe goes through; `success_threshold` successful probes close
+    it, a failed one reopens it for a full period.
+    Only exceptions for which `is_failure(exc)` is true count (connectivity failures, not
+    "the dependency answered with an error"). No lock is held while the protected call runs.
+
+    With `background_probe`, a Prober owns probing: ordinary calls never probe (they fail
+    fast while HALF_OPEN), and after a failure they fail fast too until the prober has
+    re-checked, which it does at once. So a dependency that stopped answering keeps at
+    most the calls already in flight waiting for its timeout, and a single failure that
+    was a blip costs users one probe's time.
     """
 
-    def __init__(self, name: str, failure_threshold: int, reset_timeout_s: float,
-                 is_failure=lambda exc: True, clock=time.monotonic):
+    def __init__(self, name: str, failure_threshold: int, reset_timeout_s: float, success_threshold: int = 1,
+                 is_failure=lambda exc: True, clock=time.monotonic, background_probe: bool = False):
         self.name = name
         self._threshold = failure_threshold
         self._reset_timeout_s = reset_timeout_s
+        self._success_threshold = success_threshold
         self._is_failure = is_failure
         self._clock = clock
+        self.background_probe = background_probe
         self._lock = threading.Lock()
         self._state = CLOSED
         self._failures = 0
+        self._successes = 0
         self._opened_at = 0.0
         self._probing = False
+        self._listeners = []
+        self.wake = threading.Event()  # set on every failure: a prober re-checks at once
         self.last_error: str | None = None
+        self.down_since: float | None = None  # wall clock, for people: when it last opened
 
     @property
     def state(self) -> str:
         with self._lock:
-            if self._state == OPEN and self._clock() - self._opened_at >= self._reset_timeout_s:
-                return HALF_OPEN
-            return self._state
+            return self._current()
+
+    @property
+    def suspect(self) -> bool:
+        """Closed, but the last call failed: a background prober has not re-checked yet."""
+        with self._lock:
+            return self._state == CLOSED and self._failures > 0
+
+    def available(self) -> bool:
+        """Whether an ordinary call would be let through now (no side effects)."""
+        with self._lock:
+            if self.background_probe:
+                return self._state == CLOSED and self._failures == 0
+            return self._state == CLOSED or (self._current() == HALF_OPEN and not self._probing)
+
+    def on_change(self, listener) -> None:
+        """Call listener(breaker, old_state, new_state) after each state change (outside the lock)."""
+        self._listeners.append(listener)
 
     def call(self, function, *args, **kwargs):
         self._admit()
@@ -151,68 +298,208 @@ class CircuitBreaker:
         self._record(failed=False)
         return result
 
+    @contextlib.contextmanager
+    def guard(self):
+        """The body of a with-block as one protected call."""
+        self._admit()
+        try:
+            yield
+        except BaseException as exc:
+            self._record(failed=self._is_failure(exc), error=exc)
+            raise
+        self._record(failed=False)
+
+    def probe(self, function) -> bool | None:
+        """For a Prober: run `function` as the probe if one is due; True/False: its outcome, None: not due."""
+        with self._lock:
+            due = (self._current() == HALF_OPEN or (self._state == CLOSED and self._failures > 0))
+            if not due or self._probing:
+                return None
+            before = self._state
+            if before == OPEN:
+                self._state = HALF_OPEN
+            self._probing = True
+        self._notify(before)
+        try:
+            function()
+        except BaseException as exc:
+            self._record(failed=True, error=exc)
+            return False
+        self._record(failed=False)
+        return True
+
+    def _current(self) -> str:
+        if self._state == OPEN and self._clock() - self._opened_at >= self._reset_timeout_s:
+            return HALF_OPEN
+        return self._state
+
     def _admit(self) -> None:
         with self._lock:
-            if self._state == CLOSED:
+            state = self._current()
+            if state == CLOSED and not (self.background_probe and self._failures):
                 return
-            if self._state == OPEN and self._clock() - self._opened_at >= self._reset_timeout_s:
-                self._state = HALF_OPEN
-            if self._state == HALF_OPEN and not self._probing:
-                self._probing = True  # this caller is the one probe
+            if state == HALF_OPEN and not self.background_probe and not self._probing:
+                self._state, self._probing = HALF_OPEN, True  # this caller is the one probe
                 return
-            raise BreakerOpen(f"{self.name} is unavailable ({self.last_error or 'recent failures'})")
+            detail = "being re-checked" if state == CLOSED else (self.last_error or "recent failures")
+        raise BreakerOpen(f"{self.name} is unavailable ({detail})")
 
     def _record(self, failed: bool, error: BaseException | None = None) -> None:
         with self._lock:
+            before = self._state
             probing, self._probing = self._probing, False
-            if not failed:
-                if self._state != CLOSED:
-                    log.warning("%s breaker CLOSED: the dependency answers again", self.name)
-                self._state, self._failures = CLOSED, 0
+            if failed:
+                self._failures += 1
+                self._successes = 0
+                self.last_error = type(error).__name__ if error else None
+                if probing and before == HALF_OPEN or self._failures >= self._threshold:
+                    self._state, self._opened_at = OPEN, self._clock()
+                    if before == CLOSED:
+                        self.down_since = time.time()
+            elif before == HALF_OPEN and probing:
+                self._successes += 1
+                if self._successes >= self._success_threshold:
+                    self._state, self._failures, self._successes = CLOSED, 0, 0
+            elif before == CLOSED:
+                self._failures = 0
+        if failed:
+            self.wake.set()
+        self._notify(before)
+
+    def _notify(self, before: str) -> None:
+        after = self.state
+        if after == before:
+            return
+        level = logging.WARNING if CLOSED in (before, after) else logging.INFO  # a long outage cycles quietly
+        log.log(level, "%s breaker %s -> %s%s", self.name, before, after,
+                f" ({self.last_error})" if after == OPEN else "")
+        for listener in self._listeners:
+            try:
+                listener(self, before, after)
+            except Exception:  # a listener must never break the protected call
+                log.exception("%s breaker listener failed", self.name)
+
+
+class Prober(threading.Thread):
+    """Re-checks one dependency for its breaker: at once after a failure, when HALF_OPEN is due."""
+
+    def __init__(self, breaker: CircuitBreaker, check, stop: threading.Event):
+        super().__init__(name=f"probe-{breaker.name}", daemon=True)
+        self.breaker, self.check, self.stop = breaker, check, stop
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.breaker.wake.wait(PROBE_INTERVAL_S)
+            self.breaker.wake.clear()
+            if self.stop.is_set():
                 return
-            self._failures += 1
-            self.last_error = type(error).__name__ if error else None
-            if probing or self._failures >= self._threshold:
-                if self._state != OPEN:
-                    log.warning("%s breaker OPEN after %s failure(s): %s", self.name, self._failures, self.last_error)
-                self._state, self._opened_at = OPEN, self._clock()
+            try:
+                self.breaker.probe(self.check)
+            except Exception:  # keep probing whatever happens
+                log.exception("probe of %s failed unexpectedly", self.breaker.name)
 
 
-def rpc_breaker(settings) -> CircuitBreaker:
+def breaker_for(name: str, settings, is_failure, background_probe: bool = False) -> CircuitBreaker:
+    """A breaker tuned by BREAKER_FAILURES, BREAKER_RESET_S and BREAKER_SUCCESSES."""
+    return CircuitBreaker(name, settings.breaker_failures, settings.breaker_reset_s, settings.breaker_successes,
+                          is_failure=is_failure, background_probe=background_probe)
+
+
+def rpc_breaker(settings, background_probe: bool = False) -> CircuitBreaker:
     """The breaker that guards every call to the RPC node; only transport failures count."""
-    return CircuitBreaker("rpc", settings.breaker_failures, settings.breaker_reset_s,
-                          is_failure=is_transport_failure)
+    return breaker_for("rpc", settings, is_transport_failure, background_probe)
+
+
+def redis_breaker(settings, background_probe: bool = False) -> CircuitBreaker:
+    """The breaker every Redis user goes through (dialogs, rate limiter, cache, notification stream)."""
+    return breaker_for("redis", settings, is_redis_outage, background_probe)
+
+
+def redis_check(client: redis.Redis):
+    return client.ping
+
+
+def pg_breaker(settings, background_probe: bool = False) -> CircuitBreaker:
+    """The breaker that guards every transaction; only connectivity failures count (db.pool.is_outage)."""
+    return breaker_for("postgresql", settings, is_outage, background_probe)
+
+
+def pg_check(settings):
+    """A probe of PostgreSQL on a connection of its own, bounded by DB_CONNECT_TIMEOUT_S and the watchdog."""
+    def check() -> None:
+        with connect(settings, "probe", autocommit=True) as conn:
+            with WATCHDOG.guard(conn, settings.db_connect_timeout_s):
+                conn.execute("SELECT 1")
+    return check
+
+
+def rpc_check(chain):
+    """A probe of the node that bypasses the breaker it decides about (bounded by RPC_TIMEOUT_S)."""
+    return lambda: chain.w3.eth.block_number
+
+
+def write_status_file(state_dir, process: str, breakers, extra: dict | None = None) -> None:
+    """STATE_DIR/<process>.json, written atomically: each breaker's state, a heartbeat, `extra`.
+
+    `dr.py status` reads it; it needs no dependency, so it tells the truth while all are down.
+    """
+    report = {**(extra or {}), "process": process, "pid": os.getpid(), "heartbeat": time.time(),
+              "breakers": {b.name: {"state": b.state, "last_error": b.last_error, "down_since": b.down_since}
+                           for b in breakers}}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    temporary = state_dir / f"{process}.json.tmp"
+    temporary.write_text(json.dumps(report))
+    temporary.replace(state_dir / f"{process}.json")
+
+
+def start_probers(stop: threading.Event, *pairs) -> None:
+    """One background prober per (breaker, check)."""
+    for breaker, check in pairs:
+        Prober(breaker, check, stop).start()
 
 
 ALLOW, WARN, DROP = "ALLOW", "WARN", "DROP"
+LOCAL_WINDOWS_MAX = 10_000  # in-memory rate-limit windows kept while Redis is down
 
 
 class RateLimiter:
     """Fixed-window counter per user: ALLOW up to the limit, WARN once past it, then DROP.
 
-    Counts live in Redis so bot restarts do not reset them; while Redis is down the
-    same counting happens in memory, so a flood is still cut off. `limits()` gives
-    (updates, window seconds) at each hit, so live .env edits apply at once.
+    Counts live in Redis so bot restarts do not reset them; while the Redis breaker is
+    open the same counting happens in memory (at most LOCAL_WINDOWS_MAX windows, oldest
+    dropped first, however many users write), so a flood is still cut off. `limits()`
+    gives (updates, window seconds) at each hit, so live .env edits apply at once.
     """
 
-    def __init__(self, client: redis.Redis, limits, clock=time.time):
+    def __init__(self, client: redis.Redis, breaker, limits, clock=time.time):
         self._redis = client
+        self._breaker = breaker
         self._limits = limits
         self._clock = clock
-        self._local: dict[tuple[int, int], int] = {}
+        self._local: collections.OrderedDict[tuple[int, int], int] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._in_memory = False
 
     def hit(self, user_id: int) -> str:
         limit, window_s = self._limits()
         window = int(self._clock() // window_s)
         try:
-            count = self._count_in_redis(user_id, window, window_s)
-        except REDIS_ERRORS as exc:
-            log.warning("rate limiter: Redis unavailable (%s), counting in memory", type(exc).__name__)
+            count = self._breaker.call(self._count_in_redis, user_id, window, window_s)
+            self._switch(in_memory=False, why="Redis is back")
+        except (BreakerOpen, *REDIS_ERRORS) as exc:
+            self._switch(in_memory=True, why=f"Redis unavailable ({type(exc).__name__})")
             count = self._count_in_memory(user_id, window)
         if count <= limit:
             return ALLOW
         return WARN if count == limit + 1 else DROP
+
+    def _switch(self, in_memory: bool, why: str) -> None:
+        """Log once per switch, not per request."""
+        with self._lock:
+            if self._in_memory == in_memory:
+                return
+            self._in_memory = in_memory
+        log.warning("rate limiter: %s, counting %s", why, "in memory" if in_memory else "in Redis again")
 
     def _count_in_redis(self, user_id: int, window: int, window_s: int) -> int:
         key = f"rl:{user_id}:{window_s}:{window}"
@@ -223,10 +510,11 @@ class RateLimiter:
 
     def _count_in_memory(self, user_id: int, window: int) -> int:
         with self._lock:
-            for key in [k for k in self._local if k[1] < window]:
-                del self._local[key]
-            count = self._local.get((user_id, window), 0) + 1
-            self._local[(user_id, window)] = count
+            key = (user_id, window)
+            count = self._local.pop(key, 0) + 1
+            self._local[key] = count  # most recent last
+            while len(self._local) > LOCAL_WINDOWS_MAX:
+                self._local.popitem(last=False)
             return count
 
 
@@ -325,7 +613,7 @@ def run_recover(settings) -> int:
     if settings.blockchain_maintenance_mode:
         startup.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
     startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
-    wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings))
+    wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings), pg_breaker(settings))
     try:
         deposit_monitor = scanner.DepositMonitor(wctx)
         recorded = deposit_monitor.scan()
@@ -352,7 +640,7 @@ def run_reconcile(settings, apply: bool = False, accept_unmatched: bool = False,
     Exit 0 once the database accounts for every mined hot wallet transaction, 1 while some remain.
     """
     startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
-    wctx = build_worker_context(settings, "dr-reconcile", rpc_breaker(settings))
+    wctx = build_worker_context(settings, "dr-reconcile", rpc_breaker(settings), pg_breaker(settings))
     try:
         with wctx.transaction() as conn:
             first_unknown = hot_wallet.next_nonce(conn, wctx.chain.hot_wallet)

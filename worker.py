@@ -6,12 +6,10 @@ report. Each job is guarded (an error is logged, the loop goes on); chain jobs
 pause in blockchain maintenance mode, and the RPC circuit breaker makes them fail
 fast while the node is down. SIGTERM finishes the current job, then exits.
 """
-import json
 import logging
 import signal
 import sys
 import threading
-import time
 
 import schedule
 
@@ -38,8 +36,8 @@ def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
             return
         try:
             job()
-        except BreakerOpen:
-            log.debug("%s skipped: RPC breaker open", name)
+        except BreakerOpen as exc:
+            log.debug("%s skipped: %s", name, exc)
         except Exception as exc:
             if is_transport_failure(exc):
                 log.warning("%s: RPC unavailable (%s)", name, type(exc).__name__)
@@ -55,12 +53,12 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
               "maintenance": wctx.settings.blockchain_maintenance_mode,
               "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem,
               "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized}
+    breakers = [breaker, wctx.pg_breaker]
+    dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)  # first: also with PostgreSQL down
     with wctx.transaction() as conn:
         service_status.put(conn, "rpc", status)
         status["notifications_pending"] = notifications.pending_count(conn)
-    state_dir = wctx.settings.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "worker.json").write_text(json.dumps({**status, "heartbeat": time.time()}))
+    dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)
 
 
 def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
@@ -92,8 +90,10 @@ def main() -> int:
     settings = startup.settings_or_exit("DATABASE_URL")
     startup.schema_current_or_exit(settings, "worker")
     startup.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
-    wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings))
+    wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings, background_probe=True),
+                                dr.pg_breaker(settings, background_probe=True))
     stop = wctx.stop
+    dr.start_probers(stop, (wctx.pg_breaker, dr.pg_check(settings)), (wctx.chain.breaker, dr.rpc_check(wctx.chain)))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = schedule.Scheduler()

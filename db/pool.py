@@ -128,6 +128,18 @@ def translate_errors():
         raise DatabaseError(_describe(exc)) from exc
 
 
+# PostgreSQL answered: the statement or lock wait ran out of time, or lost a deadlock. Not an outage.
+ANSWERED = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when PostgreSQL gave no usable answer (refused, lost, frozen, no free connection): counts
+    against the breaker. Constraint violations, bad input and timeouts the server reported do not."""
+    if not isinstance(exc, (DatabaseOperationalError, DatabaseInterfaceError)):
+        return False
+    return not isinstance(exc.__cause__, ANSWERED)
+
+
 def _describe(exc: Exception) -> str:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__

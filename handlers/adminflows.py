@@ -292,7 +292,7 @@ def show_status(ctx, message, data) -> None:
     except Exception:  # /status must answer whatever is down
         database = t(lang, "down")
     try:
-        redis_state = t(lang, "ok") if ctx.redis.ping() else t(lang, "down")
+        redis_state = t(lang, "ok") if ctx.redis_breaker.call(ctx.redis.ping) else t(lang, "down")
     except Exception:
         redis_state = t(lang, "down")
     ctx.say(message.chat.id, lang, "admin_status", database=database, redis=redis_state,

@@ -1,4 +1,5 @@
 """What every handler needs, in one object: settings, storage, the token, and ways to reply."""
+import contextlib
 import logging
 import threading
 import time
@@ -34,6 +35,8 @@ class Context:
     limiter: RateLimiter
     token: TokenInfo
     chain: Chain
+    pg_breaker: object = None
+    redis_breaker: object = None
     bot_id: int = 0
     _chain_status: tuple = field(default=(0.0, None), repr=False)
     _chain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -43,8 +46,12 @@ class Context:
         """Current settings; .env edits show up here within seconds."""
         return self.watcher.current()
 
+    @contextlib.contextmanager
     def transaction(self):
-        return transaction(self.pool)
+        """One transaction through the PostgreSQL breaker: BreakerOpen at once while it is open."""
+        with self.pg_breaker.guard():
+            with transaction(self.pool) as conn:
+                yield conn
 
     def is_admin(self, user_id: int) -> bool:
         return user_id in self.settings.admin_ids

@@ -9,7 +9,7 @@ import logging
 from telebot.handler_backends import BaseMiddleware, CancelUpdate, SkipHandler
 
 import dr
-from core.errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
+from core.errors import BreakerOpen, DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
 from core.i18n import language_from_telegram, t
 from db import blacklist, users
 
@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def error_reply_key(exc: BaseException) -> str:
-    """Which text answers `exc` (seed R11-1: by database error type)."""
-    if isinstance(exc, DatabaseOperationalError):
+    """Which text answers `exc` (seed R11-1: by database error type; an open breaker is technical works)."""
+    if isinstance(exc, (DatabaseOperationalError, BreakerOpen)):
         return "db_operational"
     if isinstance(exc, DatabaseInterfaceError):
         return "db_interface"
@@ -70,7 +70,7 @@ class SessionMiddleware(BaseMiddleware):
                 user = users.get(conn, tg_user.id)
                 if user and user["blocked_bot"]:  # writing to us again means they unblocked the bot
                     users.set_blocked_bot(conn, tg_user.id, False)
-        except DatabaseError as exc:
+        except (DatabaseError, BreakerOpen) as exc:
             data["error"] = exc
             return SkipHandler()
         if banned:
@@ -88,7 +88,10 @@ class SessionMiddleware(BaseMiddleware):
         error = exception or data.get("error")
         if error is None:
             return
-        log.error("update for chat %s failed: %s", chat_id, error, exc_info=error)
+        if isinstance(error, BreakerOpen):  # expected while a dependency is down: no traceback per update
+            log.info("update for chat %s answered with technical works: %s", chat_id, error)
+        else:
+            log.error("update for chat %s failed: %s", chat_id, error, exc_info=error)
         if callback_id:
             self.ctx.answer(callback_id)
         self.ctx.say(chat_id, data.get("lang", self.ctx.settings.default_language), error_reply_key(error))

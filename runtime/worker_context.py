@@ -1,7 +1,9 @@
 """The worker's context: what its jobs (and `dr.py recover`) need, built in one place.
 
-The RPC circuit breaker is injected by the caller: it lives in dr.py, above this layer.
+The PostgreSQL and RPC circuit breakers are injected by the caller: they live in
+dr.py, above this layer.
 """
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -27,13 +29,18 @@ class WorkerContext:
     bot: TeleBot
     token: TokenInfo
     stop: threading.Event
+    pg_breaker: object
 
     @property
     def settings(self):
         return self.watcher.current()
 
+    @contextlib.contextmanager
     def transaction(self):
-        return transaction(self.pool)
+        """One transaction through the PostgreSQL breaker (BreakerOpen at once while it is open)."""
+        with self.pg_breaker.guard():
+            with transaction(self.pool) as conn:
+                yield conn
 
     def amount(self, units: int) -> str:
         return format_amount(int(units), self.token.decimals)
@@ -42,8 +49,9 @@ class WorkerContext:
         return self.stop.is_set()
 
 
-def build_worker_context(settings, application_name: str, rpc_breaker) -> WorkerContext:
-    """Pool, token, the chain client guarded by `rpc_breaker`, and the Bot API client."""
+def build_worker_context(settings, application_name: str, rpc_breaker, pg_breaker) -> WorkerContext:
+    """Pool (its transactions guarded by `pg_breaker`), token, the chain client guarded by `rpc_breaker`,
+    and the Bot API client."""
     pool = open_pool(settings, application_name)
     token = token_info_or_exit(settings, pool, application_name)
     node = Chain(connect(settings), rpc_breaker, token_address=settings.token_address,
@@ -53,4 +61,4 @@ def build_worker_context(settings, application_name: str, rpc_breaker) -> Worker
     client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
     return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
-                         bot=TeleBot(settings.bot_token.reveal(), threaded=False))
+                         bot=TeleBot(settings.bot_token.reveal(), threaded=False), pg_breaker=pg_breaker)

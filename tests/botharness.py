@@ -88,11 +88,20 @@ class BotProcess(ProgramProcess):
             "RPC_URL": f"http://127.0.0.1:{procs.free_port()}", "RPC_TIMEOUT_S": "1",
             "TELEGRAM_POLL_TIMEOUT_S": "2", "RATE_LIMIT_UPDATES": "1000", "DB_POOL_TIMEOUT_S": "2",
             "DB_CONNECT_TIMEOUT_S": "2", "DB_RECONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "3",
+            "STATE_DIR": tempfile.mkdtemp(prefix="bot-state-"),
             **{key: str(value) for key, value in env.items()},
         })
 
     def ready(self) -> bool:
         return self.api.waiting_polls > 0
+
+    def breaker(self, name: str) -> str | None:
+        """A breaker's state from the bot's status file (None before the first report)."""
+        try:
+            report = json.loads((Path(self.env["STATE_DIR"]) / "bot.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return report["breakers"][name]["state"]
 
 
 class Db:

@@ -1,4 +1,6 @@
 """The bot through outages: PostgreSQL stopped mid-session, the Bot API failing, floods of updates."""
+import time
+
 import psycopg
 import pytest
 
@@ -51,6 +53,39 @@ def test_database_errors_become_replies_and_the_bot_recovers(api, own_pg, privat
             own_pg.thaw()
         assert reply == "Technical works on the server, please try again later."
         assert "Traceback" in bot.log()  # logged with the traceback, not silently dropped
+    finally:
+        bot.stop()
+    assert api.rejections == []
+
+
+TECHNICAL_WORKS = "Technical works on the server, please try again later."
+
+
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+def test_with_postgresql_down_users_are_answered_at_once_and_the_breaker_closes_by_itself(
+        api, own_pg, private_db, redis_server, outage):
+    bot = BotProcess(api, private_db, redis_server.url(3), BREAKER_RESET_S=1).start()
+    try:
+        chats = [Chat(api) for _ in range(3)]
+        for chat in chats:
+            chat.send("/start", contains="Welcome")
+        own_pg.stop() if outage == "stopped" else own_pg.freeze()
+        try:
+            chats[0].send("/balance", contains=TECHNICAL_WORKS, timeout=30)  # may wait out one timeout
+            wait_until(lambda: bot.breaker("postgresql") in ("OPEN", "HALF_OPEN"), 20, "the breaker to open")
+            latencies = []
+            for chat in chats * 3:
+                started = time.monotonic()
+                assert chat.send("/balance", timeout=5)["text"] == TECHNICAL_WORKS
+                latencies.append(time.monotonic() - started)
+            assert max(latencies) < 1.0, latencies  # served without waiting for PostgreSQL
+        finally:
+            own_pg.start() if outage == "stopped" else own_pg.thaw()
+        sent = len(api.messages(chats[0].id))
+        wait_until(lambda: bot.breaker("postgresql") == "CLOSED", 30, "the breaker to close without user traffic")
+        assert len(api.messages(chats[0].id)) == sent  # nobody had to write for it
+        assert "Balance: 0 USDT" in chats[0].send("/balance")["text"]
+        assert bot.log().count("Traceback") <= 4  # at most the one update per handler thread that waited
     finally:
         bot.stop()
     assert api.rejections == []

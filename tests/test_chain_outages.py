@@ -18,7 +18,7 @@ from chain.sender import WithdrawalSender
 from devstack import chaintools, tcpproxy
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
-from dr import rpc_breaker
+from dr import pg_breaker, rpc_breaker
 from runtime.worker_context import build_worker_context
 from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
@@ -454,7 +454,7 @@ def sign_like_the_worker(db_url: str, rpc_url: str, token_address: str) -> tuple
     accept_hot_wallet_history(db_url, rpc_url)
     settings = make_settings(DATABASE_URL=db_url, RPC_URL=rpc_url, TOKEN_ADDRESS=token_address, CHAIN_ID=CHAIN_ID,
                              HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value")
-    wctx = build_worker_context(settings, "test-signer", rpc_breaker(settings))
+    wctx = build_worker_context(settings, "test-signer", rpc_breaker(settings), pg_breaker(settings))
     try:
         return WithdrawalSender(wctx).sign_next()
     finally:

@@ -8,7 +8,9 @@ from db import migrate
 from devstack import chaintools
 from devstack.procs import wait_until
 from tests.botharness import BotProcess, Db, seed_token_cache
-from tests.test_bot_flows import Chat
+from core.i18n import t
+from core.wallet_proof import proof_text
+from tests.test_bot_flows import Chat, registered
 from tests.walletharness import new_key
 
 UNIT = 10**6
@@ -86,6 +88,45 @@ def test_with_postgresql_down_users_are_answered_at_once_and_the_breaker_closes_
         assert len(api.messages(chats[0].id)) == sent  # nobody had to write for it
         assert "Balance: 0 USDT" in chats[0].send("/balance")["text"]
         assert bot.log().count("Traceback") <= 4  # at most the one update per handler thread that waited
+    finally:
+        bot.stop()
+    assert api.rejections == []
+
+
+@pytest.mark.parametrize("outage", ["killed", "frozen"])
+def test_dialogs_half_way_when_redis_fails_complete_and_one_begun_then_completes_after(
+        api, bot_db_url, own_redis, anvil, outage):
+    bot = BotProcess(api, bot_db_url, own_redis.url(), RPC_URL=anvil.url, REDIS_TIMEOUT_S=0.5).start()
+    try:
+        db = Db(bot_db_url)
+        chat = registered(api, db, balance=50 * UNIT)
+        chat.send("/withdraw 5", contains="Confirm?")
+        binder, key = Chat(api), new_key()
+        binder.send("/start", contains="Welcome")
+        address = chaintools.address_of(key)
+        binder.send(f"/wallet {address}", exactly=proof_text(address, binder.id))  # now waits for the signature
+
+        own_redis.kill() if outage == "killed" else own_redis.freeze()
+        try:
+            started = time.monotonic()
+            assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+            assert time.monotonic() - started < 3.0  # one Redis timeout at most, then the fallback
+            binder.send(chaintools.sign_wallet_proof(key, binder.id),
+                        exactly=t("en", "wallet_bound", address=address))
+            assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 1
+            assert db.balance(chat.id) == 45 * UNIT
+            for _ in range(3):  # every later update: no waiting for Redis at all
+                started = time.monotonic()
+                chat.send("/help", contains="/withdraw")
+                assert time.monotonic() - started < 1.0
+            chat.send("/withdraw 7", contains="Confirm?")  # a dialog begun during the outage
+        finally:
+            own_redis.start() if outage == "killed" else own_redis.thaw()
+        wait_until(lambda: bot.breaker("redis") == "CLOSED", 20, "the Redis breaker to close")
+        assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+        assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 2
+        assert db.balance(chat.id) == 38 * UNIT
+        assert "Something went wrong" not in " ".join(chat.texts() + binder.texts())
     finally:
         bot.stop()
     assert api.rejections == []

@@ -212,7 +212,8 @@ def main() -> int:
                  chain_id=settings.chain_id)  # reads the head only
     limits = lambda: (watcher.current().rate_limit_updates, watcher.current().rate_limit_window_s)
     ctx = Context(bot=bot, watcher=watcher, pool=pool, redis=redis, dialogs=dialogs, pg_breaker=pg_breaker,
-                  redis_breaker=redis_breaker, limiter=RateLimiter(redis, redis_breaker, limits),
+                  redis_breaker=redis_breaker, cache=dr.Cache(redis, redis_breaker),
+                  limiter=RateLimiter(redis, redis_breaker, limits),
                   token=token, chain=node, bot_id=int(settings.bot_token.reveal().split(":")[0]))
     bot.setup_middleware(SessionMiddleware(ctx))
     register_handlers(bot, ctx)
@@ -223,6 +224,9 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     dr.start_probers(stop, (pg_breaker, dr.pg_check(settings)), (redis_breaker, dr.redis_check(redis)),
                      (node.breaker, dr.rpc_check(node)))
+    dr.recover_when_back(redis_breaker, lambda: dr.recover_redis(settings, dialogs, ctx.cache, ctx.transaction))
+    threading.Thread(target=dr.guarded_recovery, args=(lambda: dr.warmup(ctx.cache, ctx.transaction),),
+                     name="warmup", daemon=True).start()  # the worker refreshes it every minute
     threading.Thread(target=report_status, args=(ctx, stop), name="status", daemon=True).start()
     log.info("bot started: token %s (%s decimals), polling %s", token.symbol, token.decimals,
              settings.telegram_api_url)

@@ -27,7 +27,8 @@ from chain import nonce_audit, reconciler, scanner, sender
 from chain.rpc import is_transport_failure
 from core.errors import BreakerOpen, DatabaseError, MigrationError
 from core.i18n import scan_progress
-from db import dialogs, hot_wallet, migrate, notifications, service_status, stats, withdrawals
+from db import (blacklist, dialogs, hot_wallet, levels, migrate, notifications, service_status, stats,
+                system_settings, users, withdrawals)
 from db.pool import connect, is_outage, transaction
 from db.watchdog import WATCHDOG
 from runtime import startup
@@ -36,6 +37,7 @@ from runtime.worker_context import build_worker_context
 log = logging.getLogger(__name__)
 
 DIALOG_TTL_S = 24 * 3600  # an abandoned dialog is forgotten after a day
+CACHE_TTL_S = 24 * 3600  # a cached user, blacklist, levels: each says its time when shown
 REDIS_ERRORS = (redis.RedisError, OSError)
 # KEYS[1] = the dialog; ARGV = value (JSON), its version, TTL seconds. Sets unless Redis holds a newer version.
 REDIS_NEWER_WINS = """
@@ -206,7 +208,112 @@ class DialogStore(StateStorageBase):
         raise NotImplementedError("use get() and put()")
 
 
-def migrate_dialogs(store: DialogStore, pool, batch: int = 1000) -> int:
+class Cache:
+    """Copies in Redis for when PostgreSQL is down: users (language, balance, wallet), the blacklist,
+    the deposit levels and the system settings, each with its time and a TTL.
+
+    Filled by warmup (every minute, and after a recovery) and refreshed whenever the bot
+    reads a user from PostgreSQL; writers forget what they changed. Every call is best
+    effort: a cache that cannot be reached is a cache miss, never an error.
+    """
+
+    USER_FIELDS = ("id", "language", "balance", "wallet_address", "blocked_bot")
+
+    def __init__(self, client: redis.Redis, breaker, ttl_s: int = CACHE_TTL_S):
+        self._redis = client
+        self._breaker = breaker
+        self.ttl_s = ttl_s
+
+    def available(self) -> bool:
+        return self._breaker.available()
+
+    def put_users(self, rows: list[dict]) -> None:
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        for row in rows:
+            value = {field: row[field] for field in self.USER_FIELDS}
+            pipe.set(f"cache:user:{row['id']}", json.dumps({**value, "cached_at": now}, default=str), ex=self.ttl_s)
+        self._quietly(pipe.execute)
+
+    def user(self, user_id: int) -> dict | None:
+        raw = self._quietly(self._redis.get, f"cache:user:{user_id}")
+        if not raw:
+            return None
+        value = json.loads(raw)
+        value["balance"] = int(value["balance"])
+        return value
+
+    def forget_user(self, user_id: int) -> None:
+        self._quietly(self._redis.delete, f"cache:user:{user_id}")
+
+    def put_blacklist(self, user_ids: list[int]) -> None:
+        """Replace the cached blacklist as a whole; only a complete copy is ever trusted."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete("cache:banned")
+        if user_ids:
+            pipe.sadd("cache:banned", *user_ids)
+        pipe.set("cache:banned:at", time.time())
+        pipe.expire("cache:banned", self.ttl_s)
+        pipe.expire("cache:banned:at", self.ttl_s)
+        self._quietly(pipe.execute)
+
+    def set_banned(self, user_id: int, banned: bool) -> None:
+        """Follow a ban or unban; without a complete copy there is nothing to follow."""
+        command = self._redis.sadd if banned else self._redis.srem
+        self._quietly(command, "cache:banned", user_id)
+
+    def is_banned(self, user_id: int) -> bool | None:
+        """True/False from a complete cached blacklist; None when there is none (or Redis is down)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists("cache:banned:at")
+        pipe.sismember("cache:banned", user_id)
+        answer = self._quietly(pipe.execute)
+        if not answer or not answer[0]:
+            return None
+        return bool(answer[1])
+
+    def put_value(self, name: str, value) -> None:
+        self._quietly(self._redis.set, f"cache:{name}", json.dumps({"value": value, "cached_at": time.time()},
+                                                                  default=str), ex=self.ttl_s)
+
+    def value(self, name: str):
+        raw = self._quietly(self._redis.get, f"cache:{name}")
+        return json.loads(raw)["value"] if raw else None
+
+    def _quietly(self, function, *args):
+        try:
+            return self._breaker.call(function, *args)
+        except (BreakerOpen, *REDIS_ERRORS) as exc:
+            log.debug("cache: %s", exc)
+            return None
+
+
+def warmup(cache: Cache, transaction, batch: int = 1000) -> int:
+    """Copy users (in batches), the blacklist, the current deposit levels and the settings into the cache.
+
+    `transaction` opens a (breaker-guarded) transaction: the bot's or the worker's.
+    """
+    if not cache.available():
+        return 0  # Redis is down: recovery warms it when it returns
+    warmed, after = 0, 0
+    while True:
+        with transaction() as conn:
+            rows = users.page(conn, after, batch)
+        if not rows:
+            break
+        cache.put_users(rows)
+        warmed, after = warmed + len(rows), rows[-1]["id"]
+    with transaction() as conn:
+        banned = [row["user_id"] for row in blacklist.all_banned(conn)]
+        current_levels = [vars(level) for level in levels.current(conn)]
+        settings = {row["key"]: row["value"] for row in system_settings.all_settings(conn)}
+    cache.put_blacklist(banned)
+    cache.put_value("levels", current_levels)
+    cache.put_value("settings", settings)
+    return warmed
+
+
+def migrate_dialogs(store: DialogStore, transaction, batch: int = 1000) -> int:
     """Copy dialog states written while Redis was down back into Redis, in pipelined batches; idempotent.
 
     Each state lands only over an older version, so a Redis that restarted with stale data
@@ -215,14 +322,60 @@ def migrate_dialogs(store: DialogStore, pool, batch: int = 1000) -> int:
     """
     moved = 0
     while True:
-        with transaction(pool) as conn:
+        with transaction() as conn:
             rows = dialogs.unmigrated(conn, store.ttl_s, batch)
         if not rows:
             return moved
         store.copy_to_redis(rows)
-        with transaction(pool) as conn:
+        with transaction() as conn:
             dialogs.mark_migrated(conn, rows)
         moved += len(rows)
+
+
+RECOVERY_LOCK_KEY = 7_262_013_002  # one recovery at a time across every process
+
+
+@contextlib.contextmanager
+def recovery_lock(settings):
+    """Yield True while this process holds the recovery lock, False when another process does.
+
+    A session advisory lock on a connection of its own: a recovery killed half-way
+    releases it with its connection, and the next one simply starts over.
+    """
+    conn = connect(settings, "dr-recovery", autocommit=True)
+    try:
+        yield conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (RECOVERY_LOCK_KEY,)).fetchone()["held"]
+    finally:
+        conn.close()
+
+
+def recover_redis(settings, store: DialogStore, cache: Cache, transaction) -> dict | None:
+    """Redis is back: copy dialog states written meanwhile into it, then warm the cache. None: another
+    process is recovering right now."""
+    with recovery_lock(settings) as held:
+        if not held:
+            log.info("recovery: another process is recovering; leaving it to that one")
+            return None
+        started = time.monotonic()
+        done = {"dialogs": migrate_dialogs(store, transaction), "users": warmup(cache, transaction)}
+    log.warning("recovery: %s dialog state(s) copied back to Redis, %s user(s) warmed in %.1f s",
+                done["dialogs"], done["users"], time.monotonic() - started)
+    return done
+
+
+def recover_when_back(breaker, recovery) -> None:
+    """Run `recovery` in a thread of its own each time `breaker` closes again (never in a handler's path)."""
+    def closed(_breaker, old: str, new: str) -> None:
+        if new == CLOSED and old != CLOSED:
+            threading.Thread(target=guarded_recovery, args=(recovery,), name="recovery", daemon=True).start()
+    breaker.on_change(closed)
+
+
+def guarded_recovery(recovery) -> None:
+    try:
+        recovery()
+    except Exception:  # the next return of Redis, the worker's warmup or `dr.py recover` tries again
+        log.exception("recovery failed")
 
 
 CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"

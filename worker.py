@@ -27,6 +27,7 @@ log = logging.getLogger("worker")
 LOOP_SLEEP_S = 0.1
 EXPIRY_INTERVAL_S = 60
 STATUS_INTERVAL_S = 1
+WARMUP_INTERVAL_S = 60
 
 
 def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
@@ -53,7 +54,7 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
               "maintenance": wctx.settings.blockchain_maintenance_mode,
               "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem,
               "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized}
-    breakers = [breaker, wctx.pg_breaker]
+    breakers = [breaker, wctx.pg_breaker, wctx.redis_breaker]
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)  # first: also with PostgreSQL down
     with wctx.transaction() as conn:
         service_status.put(conn, "rpc", status)
@@ -61,7 +62,7 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)
 
 
-def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
+def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext, cache) -> None:
     """The job table."""
     deposit_monitor = scanner.DepositMonitor(wctx)
     withdrawal_sender = sender.WithdrawalSender(wctx)
@@ -74,6 +75,7 @@ def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext) -> None:
         ("deliver_notifications", every, lambda: delivery.deliver(wctx, stopping=wctx.stopping), False),
         ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),
         ("report_status", STATUS_INTERVAL_S, lambda: report_status(wctx, deposit_monitor, withdrawal_sender), False),
+        ("warmup_cache", WARMUP_INTERVAL_S, lambda: dr.warmup(cache, wctx.transaction), False),
     ]
     for name, seconds, job, uses_chain in table:
         scheduler.every(seconds).seconds.do(guarded(name, job, wctx, uses_chain))
@@ -93,11 +95,17 @@ def main() -> int:
     wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings, background_probe=True),
                                 dr.pg_breaker(settings, background_probe=True))
     stop = wctx.stop
-    dr.start_probers(stop, (wctx.pg_breaker, dr.pg_check(settings)), (wctx.chain.breaker, dr.rpc_check(wctx.chain)))
+    redis = dr.redis_client(settings)
+    wctx.redis_breaker = dr.redis_breaker(settings, background_probe=True)
+    cache = dr.Cache(redis, wctx.redis_breaker)
+    dialogs = dr.DialogStore(redis, wctx.redis_breaker, wctx.pool, wctx.pg_breaker)
+    dr.start_probers(stop, (wctx.pg_breaker, dr.pg_check(settings)), (wctx.chain.breaker, dr.rpc_check(wctx.chain)),
+                     (wctx.redis_breaker, dr.redis_check(redis)))
+    dr.recover_when_back(wctx.redis_breaker, lambda: dr.recover_redis(settings, dialogs, cache, wctx.transaction))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     scheduler = schedule.Scheduler()
-    schedule_jobs(scheduler, wctx)
+    schedule_jobs(scheduler, wctx, cache)
     log.info("worker started: token %s, deposits to %s, hot wallet %s", wctx.token.symbol,
              settings.deposit_address, wctx.chain.hot_wallet)
     run_loop(scheduler, stop)

@@ -192,6 +192,12 @@ CATALOG = {
         "ru": "Неверная сумма: {reason}. Пример: 12.5",
     },
     # --- balance / history
+    "balance_cached": {
+        "en": ("Balance: {amount} {symbol} as of {time}. Technical works on the server: operations since then "
+               "are not shown yet."),
+        "ru": ("Баланс: {amount} {symbol} на {time}. На сервере ведутся технические работы: операции после "
+               "этого времени пока не видны."),
+    },
     "balance": {"en": "Balance: {amount} {symbol}", "ru": "Баланс: {amount} {symbol}"},
     "balance_pending_deposits": {"en": "Pending deposit requests:", "ru": "Ожидающие пополнения:"},
     "balance_withdrawals": {"en": "Withdrawals in progress:", "ru": "Выводы в обработке:"},

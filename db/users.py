@@ -10,11 +10,17 @@ SQL_GET = "SELECT * FROM users WHERE id = %s"
 SQL_LOCK = "SELECT * FROM users WHERE id = %s FOR UPDATE"
 SQL_SET_LANGUAGE = "UPDATE users SET language = %s WHERE id = %s RETURNING *"
 SQL_SET_BLOCKED = "UPDATE users SET blocked_bot = %s WHERE id = %s"
+SQL_PAGE = "SELECT * FROM users WHERE id > %s ORDER BY id LIMIT %s"
 
 
 def register(conn, user_id: int, username: str | None, language: str) -> dict:
     """Create the user or refresh their username; 'created' tells which. Language is kept if known."""
     return conn.execute(SQL_UPSERT, {"id": user_id, "username": username, "language": language}).fetchone()
+
+
+def page(conn, after_id: int, limit: int) -> list[dict]:
+    """Users with an id above `after_id`, in id order (for walking the whole table in batches)."""
+    return conn.execute(SQL_PAGE, (after_id, limit)).fetchall()
 
 
 def get(conn, user_id: int) -> dict | None:

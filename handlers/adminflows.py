@@ -143,6 +143,7 @@ def decide(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, acti
     if not change.changed:
         ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
         return
+    ctx.cache.forget_user(row["user_id"])  # a rejection refunded the user
     ctx.say(chat_id, lang, DONE_KEYS[action], id=withdrawal_id)
     delivery.deliver(ctx, [notice])
 
@@ -170,6 +171,7 @@ def ban(ctx, message, data) -> None:
         blacklist.ban(conn, user_id, reason, message.from_user.id)
         audit.record(conn, actor_id=message.from_user.id, action="ban", target_user_id=user_id,
                      details={"reason": reason})
+    ctx.cache.set_banned(user_id, True)
     ctx.say(message.chat.id, data["lang"], "admin_banned", user_id=user_id)
 
 
@@ -184,6 +186,7 @@ def unban(ctx, message, data) -> None:
         removed = blacklist.unban(conn, user_id)
         audit.record(conn, actor_id=message.from_user.id, action="unban", target_user_id=user_id,
                      details={"was_banned": removed})
+    ctx.cache.set_banned(user_id, False)
     ctx.say(message.chat.id, data["lang"], "admin_unbanned" if removed else "admin_not_banned", user_id=user_id)
 
 
@@ -377,6 +380,7 @@ def assign_deposit(ctx, message, data) -> None:
     if not result.credited:
         ctx.say(chat_id, lang, "admin_assign_already", id=deposit_id, user_id=user_id)
         return
+    ctx.cache.forget_user(user_id)  # credited
     ctx.say(chat_id, lang, "admin_assigned", id=deposit_id, amount=ctx.amount(row["credited_amount"]),
             symbol=ctx.token.symbol, user_id=user_id)
     delivery.deliver(ctx, [notice])

@@ -37,6 +37,7 @@ class Context:
     chain: Chain
     pg_breaker: object = None
     redis_breaker: object = None
+    cache: object = None
     bot_id: int = 0
     _chain_status: tuple = field(default=(0.0, None), repr=False)
     _chain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -5,7 +5,7 @@ before /start) and data["lang"] their language. Every reply comes from core/i18n
 """
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from core.addresses import parse_address
 from core.amounts import parse_amount
@@ -30,6 +30,10 @@ WITHDRAW_CONFIRM = "withdraw_confirm"
 # --- /start, /help, /cancel, /lang
 
 def start(ctx, message, data) -> None:
+    if data.get("cached"):  # PostgreSQL is down: the menu from the cached user, nothing registered
+        lang_code = data["lang"]
+        ctx.say(message.chat.id, lang_code, "welcome", keyboards.main_menu(lang_code), symbol=ctx.token.symbol)
+        return
     user = ensure_registered(ctx, message, data)
     ctx.end_dialog(message.chat.id, user["id"])
     ctx.say(message.chat.id, user["language"], "welcome", keyboards.main_menu(user["language"]),
@@ -64,6 +68,7 @@ def set_language(ctx, chat_id, message, data, choice: str) -> None:
     user = ensure_registered(ctx, message, data)
     with ctx.transaction() as conn:
         users.set_language(conn, user["id"], choice)
+    ctx.cache.forget_user(user["id"])
     data["lang"] = choice
     ctx.say(chat_id, choice, "language_set")
 
@@ -143,6 +148,12 @@ def create_deposit(ctx, chat_id: int, user: dict, lang_code: str, text: str, cho
 # --- /balance, /history
 
 def balance(ctx, message, data) -> None:
+    if data.get("cached"):  # PostgreSQL is down: the cached balance, with its time
+        cached = data["user"]
+        at = datetime.fromtimestamp(cached["cached_at"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        ctx.say(message.chat.id, data["lang"], "balance_cached", amount=ctx.amount(cached["balance"]),
+                symbol=ctx.token.symbol, time=at)
+        return
     user = ensure_registered(ctx, message, data)
     with ctx.transaction() as conn:
         fresh = users.get(conn, user["id"])
@@ -306,6 +317,7 @@ def confirm_withdrawal(ctx, call, data, draft: str) -> None:
                 notices = queue_admin_alerts(ctx, conn, change.withdrawal)  # committed with the request
     except InsufficientFunds:
         change = None
+    ctx.cache.forget_user(user["id"])  # the hold changed the balance
     if change is None:
         ctx.answer(call.id)
         ctx.end_dialog(chat_id, user["id"])
@@ -375,6 +387,7 @@ def cancel_withdrawal_request(ctx, message, data) -> None:
     try:
         with ctx.transaction() as conn:
             change = withdrawals.cancel(conn, withdrawal_id, user["id"])
+        ctx.cache.forget_user(user["id"])
     except NotFound:
         ctx.say(chat_id, lang_code, "withdraw_cancel_none", id=withdrawal_id)
         return

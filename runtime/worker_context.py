@@ -30,6 +30,7 @@ class WorkerContext:
     token: TokenInfo
     stop: threading.Event
     pg_breaker: object
+    redis_breaker: object = None  # set by worker.py, which uses Redis (dr.py recover builds its own)
 
     @property
     def settings(self):

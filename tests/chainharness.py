@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 import requests
 
-from devstack import chaintools
+from devstack import chaintools, procs
 from tests.botharness import ADMIN_ID, BOT_TOKEN, Db, ProgramProcess
 from tests.walletharness import bind_proven_at
 
@@ -32,6 +32,7 @@ class WorkerProcess(ProgramProcess):
             "WORKER_INTERVAL_S": "0.2", "RPC_TIMEOUT_S": "1", "BREAKER_RESET_S": "1", "BREAKER_FAILURES": "2",
             "DB_POOL_TIMEOUT_S": "2", "DB_CONNECT_TIMEOUT_S": "2", "DB_QUERY_TIMEOUT_S": "5",
             "STATE_DIR": tempfile.mkdtemp(prefix="worker-state-"),
+            "REDIS_URL": f"redis://127.0.0.1:{procs.free_port()}/0",  # none unless a test gives one
             **{key: str(value) for key, value in env.items()},
         })
 

@@ -3,11 +3,12 @@ import time
 
 import psycopg
 import pytest
+import redis
 
 from db import migrate
 from devstack import chaintools
 from devstack.procs import wait_until
-from tests.botharness import BotProcess, Db, seed_token_cache
+from tests.botharness import ADMIN_ID, BotProcess, Db, seed_token_cache
 from core.i18n import t
 from core.wallet_proof import proof_text
 from tests.test_bot_flows import Chat, registered
@@ -50,10 +51,12 @@ def test_database_errors_become_replies_and_the_bot_recovers(api, own_pg, privat
                    "the bot to reach PostgreSQL again")
         own_pg.freeze()
         try:
-            reply = chat.send("/balance", timeout=30)["text"]
+            cached = chat.send("/balance", timeout=30)["text"]  # now known to the cache
+            writing = chat.send("/deposit 5", timeout=30)["text"]
         finally:
             own_pg.thaw()
-        assert reply == "Technical works on the server, please try again later."
+        assert cached.startswith("Balance: 7 USDT as of ")
+        assert writing == "Technical works on the server, please try again later."
         assert "Traceback" in bot.log()  # logged with the traceback, not silently dropped
     finally:
         bot.stop()
@@ -127,6 +130,42 @@ def test_dialogs_half_way_when_redis_fails_complete_and_one_begun_then_completes
         assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 2
         assert db.balance(chat.id) == 38 * UNIT
         assert "Something went wrong" not in " ".join(chat.texts() + binder.texts())
+    finally:
+        bot.stop()
+    assert api.rejections == []
+
+
+def test_with_postgresql_down_start_help_and_balance_come_from_the_cache(api, own_pg, private_db, redis_server):
+    redis.Redis.from_url(redis_server.url(5)).flushdb()
+    bot = BotProcess(api, private_db, redis_server.url(5), BREAKER_RESET_S=1).start()
+    try:
+        chat, banned, admin = Chat(api), Chat(api), Chat(api, ADMIN_ID)
+        for someone in (chat, banned, admin):
+            someone.send("/start", contains="Welcome")
+        Db(private_db).fund(chat.id, 7 * UNIT, "test:cached")
+        admin.send(f"/ban {banned.id}", contains=str(banned.id))
+        chat.send("/balance", contains="Balance: 7 USDT")  # read from PostgreSQL, and cached
+        cached = redis.Redis.from_url(redis_server.url(5))
+        wait_until(lambda: cached.exists("cache:banned:at"), 10, "the blacklist to be warmed")
+
+        own_pg.stop()
+        try:
+            first = chat.send("/balance", timeout=20)["text"]  # may wait out one timeout, then the cache
+            assert first.startswith("Balance: 7 USDT as of ") and "Technical works" in first
+            wait_until(lambda: bot.breaker("postgresql") in ("OPEN", "HALF_OPEN"), 20, "the breaker to open")
+            started = time.monotonic()
+            assert chat.send("/balance")["text"].startswith("Balance: 7 USDT as of ")
+            assert time.monotonic() - started < 1.0
+            chat.send("/start", contains="Welcome")
+            chat.send("/help", contains="/withdraw")
+            assert banned.send("/balance")["text"] == t("en", "banned")  # the blacklist is cached too
+            assert chat.send("/lang ru")["text"] == TECHNICAL_WORKS  # writes wait for PostgreSQL
+            assert chat.send("/deposit 20")["text"] == TECHNICAL_WORKS
+            assert Chat(api).send("/balance")["text"] == TECHNICAL_WORKS  # nobody cached: nothing to show
+        finally:
+            own_pg.start()
+        wait_until(lambda: bot.breaker("postgresql") == "CLOSED", 30, "the breaker to close")
+        assert chat.send("/balance")["text"].startswith("Balance: 7 USDT") and "as of" not in chat.texts()[-1]
     finally:
         bot.stop()
     assert api.rejections == []

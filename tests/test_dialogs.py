@@ -7,6 +7,7 @@ import redis
 
 import dr
 from core.errors import BreakerOpen
+from db.pool import transaction
 from devstack.procs import wait_until
 from tests.conftest import make_settings
 
@@ -61,10 +62,10 @@ def test_a_dialog_half_way_when_redis_dies_continues_from_postgresql(parts):
     assert redis_copy(client)["data"] == {"address": "0xabc"}
     wait_closed(store.breakers[0], client)
     assert store.get(CHAT, USER) == ("WALLET_SIGNATURE", {"address": "0xdef"})  # the newer copy wins
-    assert dr.migrate_dialogs(store, pool) == 1
+    assert dr.migrate_dialogs(store, lambda: transaction(pool)) == 1
     assert redis_copy(client)["data"] == {"address": "0xdef"}
     assert pg_copy(pool)["migrated_at"] is not None
-    assert dr.migrate_dialogs(store, pool) == 0  # idempotent
+    assert dr.migrate_dialogs(store, lambda: transaction(pool)) == 0  # idempotent
 
 
 def test_recovery_never_lets_an_older_copy_win(parts):
@@ -78,7 +79,7 @@ def test_recovery_never_lets_an_older_copy_win(parts):
     store.put(CHAT + 1, USER + 1, "OTHER", {})  # a dialog written after the return, in both stores
     newer = {"state": "C", "data": {"n": 3}, "version": pg_copy(pool)["version"] + 10}
     client.set(dr.redis_key((0, CHAT, USER, 0, "")), json.dumps(newer))  # Redis got a newer one meanwhile
-    assert dr.migrate_dialogs(store, pool) == 1
+    assert dr.migrate_dialogs(store, lambda: transaction(pool)) == 1
     assert redis_copy(client)["data"] == {"n": 3}  # not overwritten by the older PostgreSQL copy
     assert store.get(CHAT, USER) == ("C", {"n": 3})
 

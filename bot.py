@@ -168,11 +168,14 @@ def poll_forever(bot: TeleBot, dispatcher: ChatDispatcher, stop: threading.Event
                 log.warning("handlers still busy after %s s; confirming the batch anyway", HANDLER_DRAIN_S)
 
 
-def report_status(ctx: Context, stop: threading.Event) -> None:
-    """Every STATUS_INTERVAL_S: STATE_DIR/bot.json with the breakers' states and a heartbeat."""
+def report_status(ctx: Context, notifier, stop: threading.Event) -> None:
+    """Every STATUS_INTERVAL_S: STATE_DIR/bot.json with the breakers' states and a heartbeat; flush notices
+    kept in memory while Redis and PostgreSQL were both down."""
     while not stop.wait(STATUS_INTERVAL_S):
+        notifier.flush()
         try:
-            dr.write_status_file(ctx.settings.state_dir, "bot", [ctx.pg_breaker, ctx.redis_breaker, ctx.chain.breaker])
+            dr.write_status_file(ctx.settings.state_dir, "bot", [ctx.pg_breaker, ctx.redis_breaker, ctx.chain.breaker],
+                                 {"notices_buffered": notifier.buffered, "notices_dropped": notifier.dropped})
         except OSError as exc:
             log.warning("cannot write the status file: %s", exc)
 
@@ -222,12 +225,16 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    dr.start_probers(stop, (pg_breaker, dr.pg_check(settings)), (redis_breaker, dr.redis_check(redis)),
+    dr.start_probers(stop, (pg_breaker, dr.pg_check(pool)), (redis_breaker, dr.redis_check(redis)),
                      (node.breaker, dr.rpc_check(node)))
-    dr.recover_when_back(redis_breaker, lambda: dr.recover_redis(settings, dialogs, ctx.cache, ctx.transaction))
+    notifier = dr.NotificationService(redis, redis_breaker, ctx.transaction, settings.notify_buffer_max)
+    for breaker in (pg_breaker, redis_breaker, node.breaker):
+        dr.alert_admins_on_change(breaker, notifier, lambda: ctx.settings.admin_ids, "bot")
+    dr.recover_when_back(redis_breaker, lambda: dr.recover_redis(settings, dialogs, ctx.cache, ctx.transaction,
+                                                                 notifier))
     threading.Thread(target=dr.guarded_recovery, args=(lambda: dr.warmup(ctx.cache, ctx.transaction),),
                      name="warmup", daemon=True).start()  # the worker refreshes it every minute
-    threading.Thread(target=report_status, args=(ctx, stop), name="status", daemon=True).start()
+    threading.Thread(target=report_status, args=(ctx, notifier, stop), name="status", daemon=True).start()
     log.info("bot started: token %s (%s decimals), polling %s", token.symbol, token.decimals,
              settings.telegram_api_url)
     dispatcher = ChatDispatcher(bot, HANDLER_THREADS)

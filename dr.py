@@ -30,7 +30,6 @@ from core.i18n import scan_progress
 from db import (blacklist, dialogs, hot_wallet, levels, migrate, notifications, service_status, stats,
                 system_settings, users, withdrawals)
 from db.pool import connect, is_outage, transaction
-from db.watchdog import WATCHDOG
 from runtime import startup
 from runtime.worker_context import build_worker_context
 
@@ -273,8 +272,8 @@ class Cache:
         return bool(answer[1])
 
     def put_value(self, name: str, value) -> None:
-        self._quietly(self._redis.set, f"cache:{name}", json.dumps({"value": value, "cached_at": time.time()},
-                                                                  default=str), ex=self.ttl_s)
+        text = json.dumps({"value": value, "cached_at": time.time()}, default=str)
+        self._quietly(lambda: self._redis.set(f"cache:{name}", text, ex=self.ttl_s))
 
     def value(self, name: str):
         raw = self._quietly(self._redis.get, f"cache:{name}")
@@ -332,6 +331,228 @@ def migrate_dialogs(store: DialogStore, transaction, batch: int = 1000) -> int:
         moved += len(rows)
 
 
+STREAM, GROUP = "notifications", "delivery"
+SENT_KEY_TTL_S = 7 * 24 * 3600  # a delivered notice's key is remembered this long (no second delivery)
+STREAM_LEASE_S = 60  # an entry a consumer took and did not acknowledge is taken over after this
+
+
+class NotificationService:
+    """Notices that are not part of a database transaction: breaker and maintenance alerts, anything sent
+    while PostgreSQL is down. (A money event's notice goes to notification_outbox in its own transaction.)
+
+    notify() puts a notice in the Redis Stream; while Redis is down, in notification_queue_fallback; while
+    both are, in a buffer in memory of NOTIFY_BUFFER_MAX notices (on overflow the oldest is dropped, logged
+    and counted), flushed when either returns. The caller never sees an error. The idempotency key goes
+    with the notice wherever it lands; delivery sends each key once.
+    """
+
+    def __init__(self, client: redis.Redis, redis_breaker, transaction, buffer_max: int):
+        self._redis = client
+        self._redis_breaker = redis_breaker
+        self._transaction = transaction
+        self._buffer: collections.deque = collections.deque()
+        self._buffer_max = buffer_max
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def notify(self, chat_id: int, text_key: str, values: dict, key: str, buttons: list | None = None) -> str:
+        """Queue a notice; returns where it went: 'stream', 'fallback' or 'buffer'."""
+        entry = {"chat_id": chat_id, "payload": notifications.payload_of(text_key, values, buttons), "key": key}
+        self.flush()  # what waited in memory goes first
+        where = self._place(entry)
+        if where is None:
+            self._keep(entry)
+            return "buffer"
+        return where
+
+    def flush(self) -> int:
+        """Move buffered notices to the stream or the fallback table, oldest first; how many moved."""
+        moved = 0
+        while True:
+            with self._lock:
+                if not self._buffer:
+                    return moved
+                entry = self._buffer[0]
+            if self._place(entry) is None:
+                return moved
+            with self._lock:
+                if self._buffer and self._buffer[0] is entry:
+                    self._buffer.popleft()
+            moved += 1
+
+    @property
+    def buffered(self) -> int:
+        with self._lock:
+            return len(self._buffer)
+
+    def add_to_stream(self, entries: list[dict]) -> None:
+        """XADD entries in one pipeline (through the Redis breaker); raises when Redis did not take them."""
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(STREAM, {"chat_id": entry["chat_id"], "payload": json.dumps(entry["payload"]),
+                               "key": entry["key"]})
+        self._redis_breaker.call(pipe.execute)
+
+    def _place(self, entry: dict) -> str | None:
+        try:
+            self.add_to_stream([entry])
+            return "stream"
+        except (BreakerOpen, *REDIS_ERRORS) as exc:
+            log.debug("notice %s: Redis unavailable (%s)", entry["key"], exc)
+        try:
+            with self._transaction() as conn:
+                notifications.enqueue_payload(conn, notifications.FALLBACK, entry["chat_id"], entry["payload"],
+                                              entry["key"])
+            return "fallback"
+        except (BreakerOpen, DatabaseError) as exc:
+            log.debug("notice %s: PostgreSQL unavailable (%s)", entry["key"], exc)
+        return None
+
+    def _keep(self, entry: dict) -> None:
+        with self._lock:
+            self._buffer.append(entry)
+            if len(self._buffer) <= self._buffer_max:
+                return
+            lost = self._buffer.popleft()
+            self.dropped += 1
+        log.error("notification buffer full (NOTIFY_BUFFER_MAX=%s): dropped notice %s to %s (%s dropped so far)",
+                  self._buffer_max, lost["key"], lost["chat_id"], self.dropped)
+
+
+class SentKeys:
+    """Which notices were delivered, by idempotency key, so neither the stream consumer nor the fallback
+    processor sends a key the other one sent (a notice Redis took just before it died may exist in both)."""
+
+    def __init__(self, client: redis.Redis, breaker, transaction):
+        self._redis = client
+        self._breaker = breaker
+        self._transaction = transaction
+
+    def seen(self, key: str) -> bool:
+        try:
+            if self._breaker.call(self._redis.exists, f"notice:sent:{key}"):
+                return True
+        except (BreakerOpen, *REDIS_ERRORS):
+            pass
+        try:
+            with self._transaction() as conn:
+                return notifications.sent_in_fallback(conn, key)
+        except (BreakerOpen, DatabaseError):
+            return False
+
+    def remember(self, key: str) -> None:
+        try:
+            self._breaker.call(self._redis.set, f"notice:sent:{key}", 1, ex=SENT_KEY_TTL_S)
+        except (BreakerOpen, *REDIS_ERRORS) as exc:
+            log.debug("sent key %s not remembered in Redis: %s", key, exc)
+
+
+class StreamConsumer:
+    """Deliver the notification stream: XREADGROUP new entries, take over what a dead consumer left
+    (XAUTOCLAIM, looped on its cursor), XACK after the send, trim only acknowledged entries.
+
+    At least once: an entry is acknowledged after it was sent, so a crash mid-send sends it
+    again; a key already delivered (remembered in Redis) is acknowledged without a second send.
+    A notice the pace or a transient failure holds back is put back at the end of the stream.
+    """
+
+    def __init__(self, client: redis.Redis, breaker, consumer: str, send, sent_keys: SentKeys,
+                 lease_s: float = STREAM_LEASE_S):
+        self._redis = client
+        self._breaker = breaker
+        self.consumer = consumer
+        self._send = send  # (chat_id, payload) -> botapi.delivery.Outcome
+        self._sent_keys = sent_keys
+        self._lease_ms = int(lease_s * 1000)
+        self._group_ready = False
+        self._unacked: dict[str, str] = {}  # sent, but Redis failed before the XACK: entry id -> key
+
+    def run(self, limit: int = 50, stopping=lambda: False) -> int:
+        """One pass: stale entries first, then new ones; returns how many were sent."""
+        self._breaker.call(self._ensure_group)
+        self._ack_what_was_sent()
+        entries = self._stale(limit) + self._breaker.call(self._read_new, limit)
+        sent = 0
+        for entry_id, fields in entries:
+            if stopping():
+                break  # unacknowledged: taken over after the lease
+            sent += self._deliver(entry_id, fields)
+        self._breaker.call(self._trim)
+        return sent
+
+    def pending(self) -> int:
+        """Entries taken by a consumer and not acknowledged yet, plus entries nobody read yet."""
+        info = self._breaker.call(self._redis.xinfo_groups, STREAM)
+        group = next((g for g in info if g["name"] == GROUP), None)
+        return int(group["pending"]) + int(group.get("lag") or 0) if group else 0
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _read_new(self, limit: int) -> list:
+        answer = self._redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=limit)
+        return answer[0][1] if answer else []
+
+    def _stale(self, limit: int) -> list:
+        """Entries idle past the lease in any consumer's hands, following XAUTOCLAIM's cursor to the end."""
+        taken, cursor = [], "0-0"
+        while len(taken) < limit:
+            cursor, entries, *_ = self._breaker.call(self._redis.xautoclaim, STREAM, GROUP, self.consumer,
+                                                     self._lease_ms, cursor, count=limit - len(taken))
+            taken += [(entry_id, fields) for entry_id, fields in entries if fields]
+            if cursor in ("0-0", b"0-0"):
+                break
+        return taken
+
+    def _deliver(self, entry_id: str, fields: dict) -> int:
+        key = fields["key"]
+        if key in self._unacked.values() or self._sent_keys.seen(key):
+            self._breaker.call(self._redis.xack, STREAM, GROUP, entry_id)
+            return 0
+        outcome = self._send(int(fields["chat_id"]), json.loads(fields["payload"]))
+        pipe = self._redis.pipeline(transaction=True)
+        if outcome.kind == "sent":
+            pipe.set(f"notice:sent:{key}", 1, ex=SENT_KEY_TTL_S)
+        elif not outcome.permanent:
+            pipe.xadd(STREAM, fields)  # held back: to the end of the stream, the original acknowledged
+        else:
+            log.warning("notice %s to %s dropped: %s", key, fields["chat_id"], outcome.error)
+        pipe.xack(STREAM, GROUP, entry_id)
+        try:
+            self._breaker.call(pipe.execute)
+        except (BreakerOpen, *REDIS_ERRORS):
+            if outcome.kind == "sent":
+                self._unacked[entry_id] = key  # acknowledged once Redis answers; never sent again from here
+            raise
+        return int(outcome.kind == "sent")
+
+    def _ack_what_was_sent(self) -> None:
+        for entry_id, key in list(self._unacked.items()):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(f"notice:sent:{key}", 1, ex=SENT_KEY_TTL_S)
+            pipe.xack(STREAM, GROUP, entry_id)
+            self._breaker.call(pipe.execute)
+            del self._unacked[entry_id]
+
+    def _trim(self) -> None:
+        """Drop entries every consumer is done with: below the oldest unacknowledged one and the group's
+        read position (Redis 7.0's plain MAXLEN could drop entries nobody acknowledged)."""
+        groups = self._redis.xinfo_groups(STREAM)
+        group = next((g for g in groups if g["name"] == GROUP), None)
+        if group is None or group["last-delivered-id"] in ("0-0", b"0-0"):
+            return
+        summary = self._redis.xpending(STREAM, GROUP)
+        oldest = summary["min"] if summary and summary.get("pending") else None
+        self._redis.xtrim(STREAM, minid=oldest or group["last-delivered-id"], approximate=False)
+
+
 RECOVERY_LOCK_KEY = 7_262_013_002  # one recovery at a time across every process
 
 
@@ -349,18 +570,58 @@ def recovery_lock(settings):
         conn.close()
 
 
-def recover_redis(settings, store: DialogStore, cache: Cache, transaction) -> dict | None:
-    """Redis is back: copy dialog states written meanwhile into it, then warm the cache. None: another
-    process is recovering right now."""
+def migrate_notifications(service: NotificationService, transaction, batch: int = 1000) -> int:
+    """Move fallback notices nobody is sending into the stream, in batches; each row is either sent by the
+    fallback processor or migrated here, never both (locked while it moves, marked MIGRATED with it)."""
+    moved = 0
+    while True:
+        with transaction() as conn:
+            rows = notifications.take_for_migration(conn, batch)
+            if not rows:
+                return moved
+            service.add_to_stream([{"chat_id": r["chat_id"], "payload": r["payload"], "key": r["idempotency_key"]}
+                                   for r in rows])
+            notifications.mark_migrated(conn, [r["id"] for r in rows])
+        moved += len(rows)
+
+
+def recover_redis(settings, store: DialogStore, cache: Cache, transaction,
+                  service: NotificationService | None = None) -> dict | None:
+    """Redis is back: move fallback notices and newer dialog states into it, then warm the cache. None:
+    another process is recovering right now."""
     with recovery_lock(settings) as held:
         if not held:
             log.info("recovery: another process is recovering; leaving it to that one")
             return None
         started = time.monotonic()
-        done = {"dialogs": migrate_dialogs(store, transaction), "users": warmup(cache, transaction)}
-    log.warning("recovery: %s dialog state(s) copied back to Redis, %s user(s) warmed in %.1f s",
-                done["dialogs"], done["users"], time.monotonic() - started)
+        done = {"notifications": migrate_notifications(service, transaction) if service else 0,
+                "dialogs": migrate_dialogs(store, transaction), "users": warmup(cache, transaction)}
+    log.warning("recovery: %s notice(s) and %s dialog state(s) moved to Redis, %s user(s) warmed in %.1f s",
+                done["notifications"], done["dialogs"], done["users"], time.monotonic() - started)
     return done
+
+
+DEPENDENCY_NAMES = {"postgresql": "PostgreSQL", "redis": "Redis", "rpc": "The blockchain RPC"}
+
+
+def alert_admins_on_change(breaker, notifier: NotificationService, admin_ids, process: str) -> None:
+    """Tell admins once when a dependency goes down and once when it is back (not every half-open probe).
+
+    The key names the minute, so the bot and the worker seeing the same outage send one alert.
+    """
+    def changed(_breaker, old: str, new: str) -> None:
+        if new == OPEN and old == CLOSED:
+            text_key = "admin_dependency_down"
+        elif new == CLOSED:
+            text_key = "admin_dependency_back"
+        else:
+            return
+        minute = int(time.time() // 60)
+        values = {"name": DEPENDENCY_NAMES.get(breaker.name, breaker.name), "process": process,
+                  "error": breaker.last_error or "no answer"}
+        for admin_id in admin_ids():
+            notifier.notify(admin_id, text_key, values, f"dependency:{breaker.name}:{text_key}:{minute}:{admin_id}")
+    breaker.on_change(changed)
 
 
 def recover_when_back(breaker, recovery) -> None:
@@ -577,12 +838,13 @@ def pg_breaker(settings, background_probe: bool = False) -> CircuitBreaker:
     return breaker_for("postgresql", settings, is_outage, background_probe)
 
 
-def pg_check(settings):
-    """A probe of PostgreSQL on a connection of its own, bounded by DB_CONNECT_TIMEOUT_S and the watchdog."""
+def pg_check(pool):
+    """A probe of PostgreSQL through the process's own pool, so the breaker closes only once the pool can
+    hand out working connections again (its reconnect backoff over); bounded by DB_POOL_TIMEOUT_S and the
+    watchdog."""
     def check() -> None:
-        with connect(settings, "probe", autocommit=True) as conn:
-            with WATCHDOG.guard(conn, settings.db_connect_timeout_s):
-                conn.execute("SELECT 1")
+        with transaction(pool) as conn:
+            conn.execute("SELECT 1")
     return check
 
 

@@ -419,6 +419,23 @@ CREATE TABLE notification_queue_fallback (
 CREATE INDEX notification_queue_fallback_due_idx ON notification_queue_fallback (next_attempt_at, id)
     WHERE status = 'PENDING';
 
+-- Notices caused by a money event, written in the event's own transaction; delivered by the
+-- worker, never migrated to Redis (notification_queue_fallback is only for notices that could
+-- not go to the Redis Stream).
+CREATE TABLE notification_outbox (
+    id              bigserial PRIMARY KEY,
+    chat_id         bigint NOT NULL,
+    payload         jsonb NOT NULL,
+    idempotency_key text NOT NULL UNIQUE,
+    status          text NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'SENT', 'FAILED')),
+    attempts        integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    last_error      text,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at    timestamptz
+);
+CREATE INDEX notification_outbox_due_idx ON notification_outbox (next_attempt_at, id) WHERE status = 'PENDING';
+
 CREATE TABLE service_status (
     name       text PRIMARY KEY,                  -- e.g. 'rpc'
     status     jsonb NOT NULL,

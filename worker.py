@@ -1,24 +1,32 @@
 """The background worker: python worker.py (systemd unit `worker`).
 
-A `schedule` loop over a table of jobs: deposit monitoring, withdrawal sending and
-reconciling, network recovery, notification delivery, request expiry and a status
-report. Each job is guarded (an error is logged, the loop goes on); chain jobs
-pause in blockchain maintenance mode, and the RPC circuit breaker makes them fail
-fast while the node is down. SIGTERM finishes the current job, then exits.
+Two `schedule` loops over tables of jobs: the chain jobs (deposit monitoring,
+withdrawal sending and reconciling, network recovery) in a thread of their own, so
+a frozen node never holds up the others (notification delivery from the outbox,
+the fallback processor every 5 s, the notification stream, request expiry, the
+status report, cache warmup). Each job is guarded (an error is logged, the loop goes
+on); chain jobs pause in blockchain maintenance mode, and the breakers make jobs fail
+fast while their dependency is down. Probers re-check each dependency in the
+background; when Redis returns, recovery runs. SIGTERM finishes the current jobs,
+then exits.
 """
 import logging
+import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 
 import schedule
 
 import dr
 from botapi import delivery
+from botapi.pacing import Pacer
 from chain import reconciler, scanner, sender
 from chain.rpc import is_transport_failure
 from core.errors import BreakerOpen
 from db import notifications, service_status
+from db.pool import is_outage
 from runtime import startup
 from runtime.worker_context import WorkerContext, build_worker_context
 
@@ -28,6 +36,7 @@ LOOP_SLEEP_S = 0.1
 EXPIRY_INTERVAL_S = 60
 STATUS_INTERVAL_S = 1
 WARMUP_INTERVAL_S = 60
+FALLBACK_INTERVAL_S = 5  # the report's fallback processor
 
 
 def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
@@ -40,20 +49,21 @@ def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
         except BreakerOpen as exc:
             log.debug("%s skipped: %s", name, exc)
         except Exception as exc:
-            if is_transport_failure(exc):
-                log.warning("%s: RPC unavailable (%s)", name, type(exc).__name__)
+            if is_transport_failure(exc) or dr.is_redis_outage(exc) or is_outage(exc):
+                log.warning("%s: a dependency is unavailable (%s); its breaker takes over", name, type(exc).__name__)
             else:
                 log.exception("job %s failed", name)
     return run
 
 
-def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> None:
+def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis) -> None:
     """Tell the bot and operators how the chain side is doing; refresh the heartbeat file."""
     breaker = wctx.chain.breaker
     status = {"breaker": breaker.state, "last_error": breaker.last_error,
               "maintenance": wctx.settings.blockchain_maintenance_mode,
               "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem,
-              "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized}
+              "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized,
+              "notices_buffered": redis.notifier.buffered, "notices_dropped": redis.notifier.dropped}
     breakers = [breaker, wctx.pg_breaker, wctx.redis_breaker]
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)  # first: also with PostgreSQL down
     with wctx.transaction() as conn:
@@ -62,23 +72,50 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> No
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)
 
 
-def schedule_jobs(scheduler: schedule.Scheduler, wctx: WorkerContext, cache) -> None:
-    """The job table."""
-    deposit_monitor = scanner.DepositMonitor(wctx)
-    withdrawal_sender = sender.WithdrawalSender(wctx)
+@dataclass
+class Redis:
+    """What the worker keeps in Redis, each behind the Redis breaker."""
+    cache: dr.Cache
+    dialogs: dr.DialogStore
+    notifier: dr.NotificationService
+    sent_keys: dr.SentKeys
+    stream: dr.StreamConsumer
+
+
+def chain_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> list:
+    """Jobs that talk to the node: a frozen RPC may hold them up, never the others."""
     every = wctx.settings.worker_interval_s
-    table = [
+    return [
         ("scan_deposits", every, deposit_monitor.scan, True),
         ("network_recovery", every, lambda: scanner.finish_network_recovery(wctx, deposit_monitor), True),
         ("send_withdrawals", every, withdrawal_sender.run, True),
         ("reconcile_withdrawals", every, lambda: reconciler.reconcile(wctx), True),
-        ("deliver_notifications", every, lambda: delivery.deliver(wctx, stopping=wctx.stopping), False),
-        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),
-        ("report_status", STATUS_INTERVAL_S, lambda: report_status(wctx, deposit_monitor, withdrawal_sender), False),
-        ("warmup_cache", WARMUP_INTERVAL_S, lambda: dr.warmup(cache, wctx.transaction), False),
     ]
-    for name, seconds, job, uses_chain in table:
+
+
+def other_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis: Redis, pacer) -> list:
+    """Delivery, the fallback processor, the stream consumer, expiry, status and warmup."""
+    every = wctx.settings.worker_interval_s
+    stopping = wctx.stopping
+    return [
+        ("deliver_outbox", every, lambda: delivery.deliver(wctx, stopping=stopping, pacer=pacer), False),
+        ("process_fallback", FALLBACK_INTERVAL_S,
+         lambda: delivery.deliver(wctx, stopping=stopping, table=notifications.FALLBACK, pacer=pacer,
+                                  sent_keys=redis.sent_keys), False),
+        ("consume_stream", every, lambda: redis.stream.run(stopping=stopping), False),
+        ("flush_notice_buffer", every, redis.notifier.flush, False),
+        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),
+        ("report_status", STATUS_INTERVAL_S,
+         lambda: report_status(wctx, deposit_monitor, withdrawal_sender, redis), False),
+        ("warmup_cache", WARMUP_INTERVAL_S, lambda: dr.warmup(redis.cache, wctx.transaction), False),
+    ]
+
+
+def scheduler_for(jobs: list, wctx: WorkerContext) -> schedule.Scheduler:
+    scheduler = schedule.Scheduler()
+    for name, seconds, job, uses_chain in jobs:
         scheduler.every(seconds).seconds.do(guarded(name, job, wctx, uses_chain))
+    return scheduler
 
 
 def run_loop(scheduler: schedule.Scheduler, stop: threading.Event) -> None:
@@ -95,20 +132,34 @@ def main() -> int:
     wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings, background_probe=True),
                                 dr.pg_breaker(settings, background_probe=True))
     stop = wctx.stop
-    redis = dr.redis_client(settings)
+    client = dr.redis_client(settings)
     wctx.redis_breaker = dr.redis_breaker(settings, background_probe=True)
-    cache = dr.Cache(redis, wctx.redis_breaker)
-    dialogs = dr.DialogStore(redis, wctx.redis_breaker, wctx.pool, wctx.pg_breaker)
-    dr.start_probers(stop, (wctx.pg_breaker, dr.pg_check(settings)), (wctx.chain.breaker, dr.rpc_check(wctx.chain)),
-                     (wctx.redis_breaker, dr.redis_check(redis)))
-    dr.recover_when_back(wctx.redis_breaker, lambda: dr.recover_redis(settings, dialogs, cache, wctx.transaction))
+    pacer = Pacer(settings.telegram_max_msg_per_s)
+    notifier = dr.NotificationService(client, wctx.redis_breaker, wctx.transaction, settings.notify_buffer_max)
+    sent_keys = dr.SentKeys(client, wctx.redis_breaker, wctx.transaction)
+    send = lambda chat_id, payload: delivery.send_notice(wctx, chat_id, payload, pacer)
+    redis = Redis(cache=dr.Cache(client, wctx.redis_breaker),
+                  dialogs=dr.DialogStore(client, wctx.redis_breaker, wctx.pool, wctx.pg_breaker), notifier=notifier,
+                  sent_keys=sent_keys,
+                  stream=dr.StreamConsumer(client, wctx.redis_breaker, f"worker-{os.getpid()}", send, sent_keys))
+    breakers = [(wctx.pg_breaker, dr.pg_check(wctx.pool)), (wctx.chain.breaker, dr.rpc_check(wctx.chain)),
+                (wctx.redis_breaker, dr.redis_check(client))]
+    dr.start_probers(stop, *breakers)
+    for breaker, _ in breakers:
+        dr.alert_admins_on_change(breaker, notifier, lambda: wctx.settings.admin_ids, "worker")
+    dr.recover_when_back(wctx.redis_breaker, lambda: dr.recover_redis(settings, redis.dialogs, redis.cache,
+                                                                      wctx.transaction, notifier))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    scheduler = schedule.Scheduler()
-    schedule_jobs(scheduler, wctx, cache)
+    deposit_monitor, withdrawal_sender = scanner.DepositMonitor(wctx), sender.WithdrawalSender(wctx)
+    chain = scheduler_for(chain_jobs(wctx, deposit_monitor, withdrawal_sender), wctx)
+    others = scheduler_for(other_jobs(wctx, deposit_monitor, withdrawal_sender, redis, pacer), wctx)
+    chain_thread = threading.Thread(target=run_loop, args=(chain, stop), name="chain-jobs")
+    chain_thread.start()
     log.info("worker started: token %s, deposits to %s, hot wallet %s", wctx.token.symbol,
              settings.deposit_address, wctx.chain.hot_wallet)
-    run_loop(scheduler, stop)
+    run_loop(others, stop)
+    chain_thread.join()  # SIGTERM: the chain job in progress finishes
     log.info("worker stopped")
     wctx.pool.close()
     return 0

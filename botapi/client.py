@@ -25,11 +25,13 @@ class SendFailed(Exception):
     """The call did not go through after its retries; `permanent` when retrying cannot help,
     `unknown` when the request may have been carried out (no answer came)."""
 
-    def __init__(self, message: str, permanent: bool = False, blocked: bool = False, unknown: bool = False):
+    def __init__(self, message: str, permanent: bool = False, blocked: bool = False, unknown: bool = False,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.permanent = permanent
         self.blocked = blocked
         self.unknown = unknown
+        self.retry_after = retry_after  # Telegram asked to wait this long (429)
 
 
 def configure(api_url: str, read_timeout_s: float = READ_TIMEOUT_S) -> None:
@@ -57,11 +59,13 @@ def retry_after_s(exc: Exception) -> float | None:
     return None
 
 
-def call(function, *args, idempotent: bool = True, **kwargs):
+def call(function, *args, idempotent: bool = True, wait_on_429: bool = True, **kwargs):
     """Run a telebot call, retrying what a retry can fix; raise SendFailed otherwise.
 
     idempotent=False (a sendMessage): a transport failure after the request may have
     reached Telegram is not retried, so one timed-out send yields at most one duplicate.
+    wait_on_429=False: a 429 is raised at once with its retry_after, for a caller that
+    paces its own sends (the worker's delivery) instead of sleeping here.
     """
     for attempt in range(ATTEMPTS):
         last = attempt == ATTEMPTS - 1
@@ -71,13 +75,16 @@ def call(function, *args, idempotent: bool = True, **kwargs):
             wait = retry_after_s(exc)
             if exc.error_code == 403:
                 raise SendFailed(exc.description, permanent=True, blocked=True) from exc
+            if wait is not None and not wait_on_429:
+                raise SendFailed(f"429 {exc.description}", retry_after=wait) from exc
             if wait is not None and wait <= MAX_RETRY_AFTER_S and not last:
                 time.sleep(wait)
                 continue
             if exc.error_code >= 500 and not last:
                 time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 continue
-            raise SendFailed(f"{exc.error_code} {exc.description}", permanent=exc.error_code < 500 and wait is None) from exc
+            raise SendFailed(f"{exc.error_code} {exc.description}", permanent=exc.error_code < 500 and wait is None,
+                             retry_after=wait) from exc
         except (apihelper.ApiHTTPException, apihelper.ApiInvalidJSONException, requests.RequestException) as exc:
             if not idempotent and isinstance(exc, requests.RequestException) and reached_telegram(exc):
                 raise SendFailed(f"{type(exc).__name__}: outcome unknown", unknown=True) from exc

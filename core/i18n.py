@@ -292,6 +292,16 @@ CATALOG = {
         "en": "Withdrawal #{id} failed on chain ({reason}; tx {tx_hash}) and was refunded to user {user_id}.",
         "ru": "Вывод #{id} не прошёл в сети ({reason}; транзакция {tx_hash}), средства возвращены пользователю {user_id}.",
     },
+    "admin_dependency_down": {
+        "en": ("{name} is down ({error}, seen by the {process}). Users get the technical-works reply or a "
+               "fallback; queued work completes when it is back."),
+        "ru": ("{name}: недоступно ({error}, заметил {process}). Пользователи получают ответ о технических "
+               "работах или резервный ответ; отложенное завершится после восстановления."),
+    },
+    "admin_dependency_back": {
+        "en": "{name} answers again (seen by the {process}).",
+        "ru": "{name}: снова отвечает (заметил {process}).",
+    },
     "admin_withdrawal_problem": {
         "en": "Withdrawal #{id} (nonce {nonce}) needs attention: {problem}",
         "ru": "Вывод #{id} (nonce {nonce}) требует внимания: {problem}",

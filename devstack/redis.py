@@ -9,16 +9,14 @@ from devstack.service import Service
 class RedisServer(Service):
     name = "redis"
 
-    def __init__(self, port: int | None = None, persistent: bool = False):
+    def __init__(self, port: int | None = None):
         super().__init__(port)
-        self.persistent = persistent
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed: run `python -m devstack install`")
 
     def command(self) -> list[str]:
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else \
-                      ["--appendonly", "no"]
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]  # an acknowledged entry survives kill -9
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--dir", str(self.base_dir), "--daemonize", "no", "--protected-mode", "yes",
                 *persistence]

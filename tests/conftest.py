@@ -113,7 +113,7 @@ def redis_server():
 @pytest.fixture
 def own_redis():
     """A private Redis server a test may stop, kill or freeze."""
-    server = RedisServer(persistent=True).start()
+    server = RedisServer().start()
     yield server
     server.close()
 

@@ -396,7 +396,7 @@ def test_the_admins_notice_of_a_request_is_queued_with_the_request(api, db, admi
     chat.send("/withdraw 7")
     api.fail_next("sendMessage", status=502, count=3)  # every attempt of the bot's immediate delivery
     withdrawal_id = hash_id(chat.press("Confirm", edited=True)["text"])
-    queued = lambda: db.rows("""SELECT status, attempts, payload FROM notification_queue_fallback
+    queued = lambda: db.rows("""SELECT status, attempts, payload FROM notification_outbox
                                 WHERE idempotency_key = %s""", (f"withdrawal-requested:{withdrawal_id}:admin:{ADMIN_ID}",))
     wait_until(lambda: queued() and queued()[0]["attempts"] == 1, 15, "the failed delivery to be recorded")
     row = queued()[0]

@@ -276,7 +276,7 @@ def assert_chain_matches_confirmed(db: Db, w3, token_address: str, from_block: i
 
 def insert_notification(db: Db, chat_id: int, key: str) -> None:
     """What db.notifications.enqueue writes: a durable promise to tell `chat_id` 'Cancelled.'."""
-    db.rows("INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key) VALUES (%s, %s, %s)",
+    db.rows("INSERT INTO notification_outbox (chat_id, payload, idempotency_key) VALUES (%s, %s, %s)",
             (chat_id, Jsonb({"text": "cancelled", "values": {}}), key))
 
 
@@ -619,7 +619,7 @@ def test_hot_wallet_short_of_tokens_alerts_admins_once_then_sends_when_topped_up
                                 "WHERE name = 'hot_wallet'", (alerted_at,)), 15, "more sender runs")
     wait_for_more_status_reports(db)
     assert len(api.messages(ADMIN_ID)) == 1, api.messages(ADMIN_ID)
-    assert db.value("SELECT count(*) FROM notification_queue_fallback WHERE chat_id = %s", (ADMIN_ID,)) == 1
+    assert db.value("SELECT count(*) FROM notification_outbox WHERE chat_id = %s", (ADMIN_ID,)) == 1
     assert withdrawal_status(db, withdrawal_id) == "APPROVED"
     assert hot_wallet_transfers(w3, token6.address, first_block) == []
 

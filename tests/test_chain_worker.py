@@ -245,12 +245,12 @@ def test_credit_notice_waits_out_a_telegram_outage(api, db, db_url, anvil, w3, t
         api.go_away()
         chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 9 * 10**6)
         wait_until(lambda: credited(db, USER_ID) == 9 * 10**6, 20, "the credit")
-        pending = "SELECT count(*) FROM notification_queue_fallback WHERE status = 'PENDING' AND attempts > 0"
+        pending = "SELECT count(*) FROM notification_outbox WHERE status = 'PENDING' AND attempts > 0"
         wait_until(lambda: db.value(pending) == 1, 20, "a failed delivery attempt to be recorded")
         api.come_back()
         told = api.wait_for(USER_ID, contains="credited", timeout=90)  # retried with backoff, never dropped
         assert "Balance: 9 USDT" in told["text"]
-        wait_until(lambda: db.value("SELECT status FROM notification_queue_fallback") == "SENT", 10, "SENT")
+        wait_until(lambda: db.value("SELECT status FROM notification_outbox") == "SENT", 10, "SENT")
         assert len([m for m in api.messages(USER_ID) if "credited" in m["text"]]) == 1
     finally:
         worker.stop()
@@ -372,16 +372,16 @@ def test_the_funds_check_counts_withdrawals_already_in_flight(api, db, db_url, o
 def test_a_notice_that_cannot_be_rendered_fails_alone(api, db, db_url, anvil, w3, token6):
     """A poison row (a placeholder its values lack) must not starve the notices queued behind it."""
     db.rows("INSERT INTO users (id, language) VALUES (%s, 'en')", (USER_ID,))
-    poison = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+    poison = db.value("""INSERT INTO notification_outbox (chat_id, payload, idempotency_key)
                          VALUES (%s, %s, 'test:poison') RETURNING id""",
                       (USER_ID, json.dumps({"text": "notify_deposit_credited", "values": {"id": 1}})))
-    good = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+    good = db.value("""INSERT INTO notification_outbox (chat_id, payload, idempotency_key)
                        VALUES (%s, %s, 'test:good') RETURNING id""",
                     (USER_ID, json.dumps({"text": "cancelled", "values": {}})))
     worker = start_worker(api, db_url, anvil.url, token6, w3)
     try:
         api.wait_for(USER_ID, contains="Cancelled.")
-        row = lambda i: db.rows("SELECT status, last_error FROM notification_queue_fallback WHERE id = %s", (i,))[0]
+        row = lambda i: db.rows("SELECT status, last_error FROM notification_outbox WHERE id = %s", (i,))[0]
         wait_until(lambda: row(poison)["status"] == "FAILED", 10, "the poison row to be marked failed")
         assert "cannot render" in row(poison)["last_error"] and row(good)["status"] == "SENT"
         assert [m["text"] for m in api.messages(USER_ID)] == ["Cancelled."]
@@ -392,10 +392,10 @@ def test_a_notice_that_cannot_be_rendered_fails_alone(api, db, db_url, anvil, w3
 def test_a_send_left_unanswered_is_not_repeated_at_once(api, db, db_url, anvil, w3, token6):
     """Telegram takes the message but answers too late: at most one duplicate per timed-out send."""
     db.rows("INSERT INTO users (id, language) VALUES (%s, 'en')", (USER_ID,))
-    notice = db.value("""INSERT INTO notification_queue_fallback (chat_id, payload, idempotency_key)
+    notice = db.value("""INSERT INTO notification_outbox (chat_id, payload, idempotency_key)
                          VALUES (%s, %s, 'test:slow') RETURNING id""",
                       (USER_ID, json.dumps({"text": "cancelled", "values": {}})))
-    row = lambda: db.rows("SELECT status, attempts, last_error FROM notification_queue_fallback WHERE id = %s",
+    row = lambda: db.rows("SELECT status, attempts, last_error FROM notification_outbox WHERE id = %s",
                           (notice,))[0]
     api.set_delay(2.5, "sendMessage")  # delivered, but after the worker stopped waiting
     worker = start_worker(api, db_url, anvil.url, token6, w3, TELEGRAM_READ_TIMEOUT_S=1)

@@ -107,7 +107,7 @@ def test_dr_recover_finishes_outage_work_without_the_worker(api, db_url, anvil, 
     assert db.value("SELECT status FROM deposits WHERE id = %s", (found,)) == "CONFIRMED"
     assert db.value("SELECT status FROM deposits WHERE id = %s", (missing,)) == "PENDING"
     assert db.balance(7001) == 15 * 10**6
-    assert db.value("SELECT count(*) FROM notification_queue_fallback WHERE status = 'PENDING'") == 1
+    assert db.value("SELECT count(*) FROM notification_outbox WHERE status = 'PENDING'") == 1
     again = dr(db_url, "recover", RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address, CONFIRMATIONS=1,
                HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value", TELEGRAM_API_URL=api.url)
     assert "0 transfer(s) recorded, 0 outage" in again.stdout and db.balance(7001) == 15 * 10**6

@@ -65,7 +65,7 @@ def test_redis_kill_freeze_restart(own_redis):
     own_redis.kill()
     assert not redis_answers(own_redis)
     own_redis.start()
-    assert client.get("k") == b"v"  # persistent=True: the append-only file survives kill -9
+    assert client.get("k") == b"v"  # the append-only file (appendfsync always) survives kill -9
     own_redis.freeze()
     assert not redis_answers(own_redis)
     own_redis.thaw()

@@ -148,13 +148,18 @@ def chat_of(update) -> int:
 
 
 def poll_forever(bot: TeleBot, dispatcher: ChatDispatcher, stop: threading.Event, poll_timeout_s: int) -> None:
-    """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after."""
+    """Long-poll getUpdates until `stop`; outages back off (max POLL_BACKOFF_MAX_S), 429 waits retry_after.
+
+    `stop` ends the loop at once, even in the middle of a long poll: that poll is abandoned
+    and whatever it returns is neither handled nor confirmed, so Telegram delivers it again
+    after the restart.
+    """
     offset, backoff = None, 0.0
     while not stop.is_set():
         try:
-            updates = bot.get_updates(offset=offset, timeout=poll_timeout_s + 10,
-                                      long_polling_timeout=poll_timeout_s,
-                                      allowed_updates=["message", "callback_query"])
+            updates = interruptible(lambda: bot.get_updates(offset=offset, timeout=poll_timeout_s + 10,
+                                                            long_polling_timeout=poll_timeout_s,
+                                                            allowed_updates=["message", "callback_query"]), stop)
         except (apihelper.ApiException, requests.RequestException) as exc:
             retry_after = client.retry_after_s(exc)
             backoff = retry_after if retry_after is not None else min(max(backoff * 2, 0.25), POLL_BACKOFF_MAX_S)
@@ -166,6 +171,26 @@ def poll_forever(bot: TeleBot, dispatcher: ChatDispatcher, stop: threading.Event
             offset = updates[-1].update_id + 1
             if not dispatcher.dispatch(updates, HANDLER_DRAIN_S):
                 log.warning("handlers still busy after %s s; confirming the batch anyway", HANDLER_DRAIN_S)
+
+
+def interruptible(call, stop: threading.Event):
+    """Run `call` in a thread of its own and return its result, or None as soon as `stop` is set."""
+    done, outcome = threading.Event(), {}
+
+    def run():
+        try:
+            outcome["result"] = call()
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        done.set()
+
+    threading.Thread(target=run, name="get-updates", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            return None
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def report_status(ctx: Context, notifier, stop: threading.Event) -> None:

@@ -2,13 +2,14 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
 from devstack import chaintools
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
-from tests.botharness import ADMIN_ID, BotProcess, Db
+from tests.botharness import ADMIN_ID, BotProcess, Db, seed_token_cache
 from tests.chainharness import HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess
 from tests.test_bot_flows import Chat
 from tests.walletharness import bind_proven_at
@@ -130,6 +131,21 @@ def test_status_shows_how_far_deposits_are_credited_and_finalized(api, db_url, a
         assert f"Deposits: credited through block {head}, finalized through {finalized}" in text
         out = dr(db_url, "status").stdout
         assert f"deposit scan: credited through block {head}, finalized through {finalized}" in out
+    finally:
+        bot.stop()
+        worker.stop()
+
+
+def test_sigterm_stops_the_bot_and_the_worker_within_3_s(api, db_url, anvil, token6, redis_server):
+    seed_token_cache(db_url)
+    bot = BotProcess(api, db_url, redis_server.url(6), TELEGRAM_POLL_TIMEOUT_S=25).start()  # a real long poll
+    worker = WorkerProcess(api, db_url, anvil.url, token6.address).start()
+    try:
+        wait_until(lambda: api.waiting_polls > 0, 10, "the bot to be in a long poll")
+        for process in (bot, worker):
+            started = time.monotonic()
+            assert process.stop() == 0
+            assert time.monotonic() - started < 3.0, process.log()[-2000:]
     finally:
         bot.stop()
         worker.stop()

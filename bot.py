@@ -19,9 +19,10 @@ from telebot.types import BotCommand
 from botapi import client
 from chain.rpc import Chain, connect
 from core.amounts import parse_amount
-from core.errors import AmountError, DatabaseError
+from core.errors import AmountError, BreakerOpen, DatabaseError
 from core.i18n import t
 from core.settings import SettingsWatcher
+from db import service_status
 from db.pool import open_pool
 import dr
 from dr import DialogStore, RateLimiter, redis_client
@@ -194,15 +195,23 @@ def interruptible(call, stop: threading.Event):
 
 
 def report_status(ctx: Context, notifier, stop: threading.Event) -> None:
-    """Every STATUS_INTERVAL_S: STATE_DIR/bot.json with the breakers' states and a heartbeat; flush notices
-    kept in memory while Redis and PostgreSQL were both down."""
+    """Every STATUS_INTERVAL_S: STATE_DIR/bot.json with the breakers' states and a heartbeat, the same
+    report in service_status (through the PostgreSQL breaker: so the bot notices an outage without any
+    user writing), and a flush of notices kept in memory while Redis and PostgreSQL were both down."""
+    breakers = [ctx.pg_breaker, ctx.redis_breaker, ctx.chain.breaker]
     while not stop.wait(STATUS_INTERVAL_S):
         notifier.flush()
+        status = {"breakers": {b.name: b.state for b in breakers}, "notices_buffered": notifier.buffered,
+                  "notices_dropped": notifier.dropped}
         try:
-            dr.write_status_file(ctx.settings.state_dir, "bot", [ctx.pg_breaker, ctx.redis_breaker, ctx.chain.breaker],
-                                 {"notices_buffered": notifier.buffered, "notices_dropped": notifier.dropped})
+            dr.write_status_file(ctx.settings.state_dir, "bot", breakers, status)
         except OSError as exc:
             log.warning("cannot write the status file: %s", exc)
+        try:
+            with ctx.transaction() as conn:
+                service_status.put(conn, "bot", status)
+        except (DatabaseError, BreakerOpen):
+            pass  # the breaker has counted it; the status file says so
 
 
 def _describe(exc: Exception) -> str:

@@ -1,11 +1,11 @@
 """Resilience pieces shared by bot and worker, and the operator CLI:
-python dr.py migrate | status | recover | reconcile | maintenance on|off.
+python dr.py status | recover | warmup | maintenance on|off | migrate | reconcile (each with --help).
 
-Here: the circuit breaker, the Redis client factory, the dialog (FSM) storage, the
-rate limiter and the recovery routine. Still to come with the disaster-recovery
-issue: PostgreSQL fallbacks for dialogs and the Redis notification queue, and
-`warmup`. Imports point down only (core, db, chain, runtime), never to bot.py or
-worker.py.
+Here: the circuit breakers and their probers, the Redis client factory, the dialog
+(FSM) storage with its PostgreSQL fallback, the cache and warmup, the notification
+service (Redis Stream, PostgreSQL fallback, memory buffer) and the stream consumer,
+the rate limiter with its in-memory fallback, recovery, and the CLI. Imports point
+down only (core, db, chain, botapi, runtime), never to bot.py or worker.py.
 """
 import argparse
 import collections
@@ -14,22 +14,26 @@ import getpass
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
 
 import redis
+from dotenv import set_key
+from eth_account import Account
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from telebot.storage import StateStorageBase
 
 from chain import nonce_audit, reconciler, scanner, sender
-from chain.rpc import is_transport_failure
+from chain.rpc import ERC20_ABI, connect as chain_connect, is_transport_failure
+from core.amounts import format_amount
 from core.errors import BreakerOpen, DatabaseError, MigrationError
 from core.i18n import scan_progress
 from db import (blacklist, dialogs, hot_wallet, levels, migrate, notifications, service_status, stats,
                 system_settings, users, withdrawals)
-from db.pool import connect, is_outage, transaction
+from db.pool import connect, is_outage, open_pool, transaction
 from runtime import startup
 from runtime.worker_context import build_worker_context
 
@@ -951,101 +955,353 @@ def run_migrate(settings) -> int:
     return 0
 
 
-def run_status(settings) -> int:
-    """Print what an operator needs after an incident; exit 1 when something needs attention."""
-    try:
-        migrations = migrate.discover()
-        with connect(settings, "dr-status", autocommit=True) as conn:
-            missing = migrate.pending(conn, migrations)
-            report = status_report(conn)
-    except (MigrationError, DatabaseError) as exc:
-        print(f"database: PROBLEM: {exc}")
-        return 1
-    print(f"database: ok, schema {'current' if not missing else f'{len(missing)} pending migrations'}")
-    print(f"maintenance (BLOCKCHAIN_MAINTENANCE_MODE): {'on' if settings.blockchain_maintenance_mode else 'off'}")
-    for line in report["lines"]:
-        print(line)
-    return 0 if not missing and report["healthy"] else 1
+HEALTHY, DEGRADED, CRITICAL = 0, 1, 3  # dr.py status exit codes (2: a usage or configuration error)
+HEARTBEAT_STALE_S = 15
+NOTICE_STUCK_S = 300  # a queued notice older than this means delivery is not draining
+PROCESSES = ("bot", "worker")
 
 
-def status_report(conn) -> dict:
-    """Lines about the worker's RPC view, money in flight and queues, from the database alone."""
-    lines, healthy = [], True
-    rpc = service_status.get(conn, "rpc")
-    if rpc is None:
-        lines.append("rpc (worker): no report yet (is worker.py running?)")
-        healthy = False
+def run_status(settings, as_json: bool = False) -> int:
+    """Probe every dependency now, read each process's status file, and report; exit 0/1/3."""
+    report = collect_status(settings)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
     else:
-        status, age = rpc["status"], int(rpc["age"].total_seconds())
-        healthy &= status.get("breaker") == "CLOSED" and age < 60
-        detail = f" ({status['last_error']})" if status.get("last_error") and status.get("breaker") != "CLOSED" else ""
-        lines.append(f"rpc (worker): breaker {status.get('breaker')}{detail}, reported {age} s ago")
-        if status.get("scan_problem"):
-            lines.append(f"deposit scan: PROBLEM: {status['scan_problem']}")
-            healthy = False
-        lines.append("deposit scan: " + scan_progress(status, "en"))
+        for line in render_status(report):
+            print(line)
+    return report["exit_code"]
+
+
+def collect_status(settings) -> dict:
+    """Everything `dr.py status` shows, as data; each part says what it could not reach."""
+    report = {"dependencies": probe_dependencies(settings), "processes": read_status_files(settings.state_dir),
+              "maintenance": "on" if settings.blockchain_maintenance_mode else "off", "problems": []}
+    if report["dependencies"]["postgresql"]["up"]:
+        try:
+            with connect(settings, "dr-status", autocommit=True) as conn:
+                report["schema_pending"] = len(migrate.pending(conn, migrate.discover()))
+                report["database"] = database_report(conn)
+        except (MigrationError, DatabaseError) as exc:
+            report["dependencies"]["postgresql"] = {"up": False, "error": str(exc)}
+    if report["dependencies"]["redis"]["up"]:
+        report["stream_waiting"] = stream_waiting(settings)
+    report["chain"] = chain_report(settings, report)
+    report["problems"] += problems_of(report)
+    report["exit_code"] = exit_code_of(report)
+    return report
+
+
+def probe_dependencies(settings) -> dict:
+    """PostgreSQL, Redis and the RPC, each asked now and bounded by its own timeout."""
+    def postgresql():
+        with connect(settings, "dr-status-probe", autocommit=True) as conn:
+            conn.execute("SELECT 1")
+
+    def redis_ping():
+        client = redis_client(settings)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def rpc():
+        return chain_connect(settings).eth.block_number
+
+    found = {}
+    for name, check in (("postgresql", postgresql), ("redis", redis_ping), ("rpc", rpc)):
+        try:
+            value = check()
+            found[name] = {"up": True, **({"head": value} if name == "rpc" else {})}
+        except Exception as exc:  # any failure to answer is the finding
+            found[name] = {"up": False, "error": type(exc).__name__}
+    return found
+
+
+def read_status_files(state_dir) -> dict:
+    """Each process's last report (STATE_DIR/<process>.json): breakers, heartbeat age; None if none."""
+    found = {}
+    for process in PROCESSES:
+        try:
+            report = json.loads((state_dir / f"{process}.json").read_text())
+        except (OSError, ValueError):
+            found[process] = None
+            continue
+        report["age_s"] = round(time.time() - report.get("heartbeat", 0), 1)
+        report["alive"] = report["age_s"] < HEARTBEAT_STALE_S
+        found[process] = report
+    return found
+
+
+def database_report(conn) -> dict:
+    """Queues, money in flight and the worker's chain view, from PostgreSQL."""
+    rpc = service_status.get(conn, "rpc")
     nonce = service_status.get(conn, "hot_wallet_nonce")
-    if nonce and nonce["status"].get("ahead"):
-        gap = nonce["status"]
-        lines.append(f"hot wallet: PROBLEM: the chain shows {gap['unknown']} transaction(s) the database does not "
-                     f"know (chain nonce {gap['chain_nonce']}, database {gap['known_next']}); withdrawals are "
-                     f"stopped until `python dr.py reconcile`")
-        healthy = False
     wallet = service_status.get(conn, "hot_wallet")
-    if wallet and wallet["status"].get("short"):
-        lines.append(f"hot wallet: SHORT of funds for withdrawal #{wallet['status'].get('withdrawal')}")
-        healthy = False
-    for row in withdrawals.with_problems(conn):
-        lines.append(f"withdrawal #{row['id']} ({row['status']}): {row['problem']}")
-    summary = stats.summary(conn)
-    lines.append("deposits: " + (", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or "none"))
-    lines.append("withdrawals: " + (", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or "none"))
-    lines.append(f"notifications waiting: {notifications.pending_count(conn)}")
-    return {"lines": lines, "healthy": healthy}
+    return {
+        "queues": stats.queues(conn, DIALOG_TTL_S, NOTICE_STUCK_S),
+        "worker_rpc": rpc["status"] if rpc else None,
+        "nonce_gap": nonce["status"] if nonce and nonce["status"].get("ahead") else None,
+        "funds_short": wallet["status"] if wallet and wallet["status"].get("short") else None,
+        "withdrawal_problems": withdrawals.with_problems(conn),
+        "summary": stats.summary(conn),
+        "liabilities": stats.liabilities(conn),
+    }
+
+
+def stream_waiting(settings) -> int | None:
+    client = redis_client(settings)
+    try:
+        groups = client.xinfo_groups(STREAM)
+    except redis.ResponseError:
+        return 0  # no stream yet: nothing waits
+    except REDIS_ERRORS:
+        return None
+    finally:
+        client.close()
+    group = next((g for g in groups if g["name"] == GROUP), None)
+    return int(group["pending"]) + int(group.get("lag") or 0) if group else 0
+
+
+def chain_report(settings, report: dict) -> dict:
+    """Scan lag and the hot wallet's solvency, when the RPC answers and the token is configured."""
+    found = {}
+    worker_rpc = (report.get("database") or {}).get("worker_rpc") or {}
+    head = report["dependencies"]["rpc"].get("head")
+    if head is not None and worker_rpc.get("scanned_block") is not None:
+        found["scan_lag_blocks"] = max(head - worker_rpc["scanned_block"], 0)
+    liabilities = (report.get("database") or {}).get("liabilities")
+    if head is None or not settings.token_address or not settings.hot_wallet_private_key or liabilities is None:
+        return found
+    try:
+        w3 = chain_connect(settings)
+        token = w3.eth.contract(address=w3.to_checksum_address(settings.token_address), abi=ERC20_ABI)
+        hot_wallet = Account.from_key(settings.hot_wallet_private_key.reveal()).address
+        found["hot_wallet"] = {"address": hot_wallet, "token_balance": token.functions.balanceOf(hot_wallet).call(),
+                               "native_balance": w3.eth.get_balance(hot_wallet),
+                               "decimals": token.functions.decimals().call()}
+        found["solvent"] = found["hot_wallet"]["token_balance"] >= liabilities["total"]
+    except Exception as exc:
+        found["hot_wallet_error"] = type(exc).__name__
+    return found
+
+
+def problems_of(report: dict) -> list[str]:
+    """What needs attention, in operator words."""
+    problems = []
+    for name, state in report["dependencies"].items():
+        if not state["up"]:
+            problems.append(f"{DEPENDENCY_NAMES[name]} does not answer ({state['error']})")
+    for process, status in report["processes"].items():
+        if status is None:
+            problems.append(f"{process}: no status file (is {process}.py running?)")
+        elif not status["alive"]:
+            problems.append(f"{process}: last heartbeat {status['age_s']:.0f} s ago (stopped or hung)")
+        else:
+            for name, breaker in status["breakers"].items():
+                if breaker["state"] != CLOSED:
+                    problems.append(f"{process} sees {DEPENDENCY_NAMES.get(name, name)} {breaker_words(breaker)}")
+    database = report.get("database")
+    if database:
+        if database["nonce_gap"]:
+            gap = database["nonce_gap"]
+            problems.append(f"hot wallet: PROBLEM: the chain shows {gap['unknown']} transaction(s) the database does "
+                            f"not know (chain nonce {gap['chain_nonce']}, database {gap['known_next']}); withdrawals "
+                            f"are stopped until `python dr.py reconcile`")
+        if database["funds_short"]:
+            problems.append(f"hot wallet: SHORT of funds for withdrawal #{database['funds_short'].get('withdrawal')}")
+        scan_problem = (database["worker_rpc"] or {}).get("scan_problem")
+        if scan_problem:
+            problems.append(f"deposit scan: PROBLEM: {scan_problem}")
+        if database["queues"]["stuck_notices"]:
+            problems.append(f"{database['queues']['stuck_notices']} notice(s) waiting more than "
+                            f"{NOTICE_STUCK_S // 60} minutes: delivery is not draining")
+    if report.get("schema_pending"):
+        problems.append(f"{report['schema_pending']} migration(s) pending: run `python dr.py migrate`")
+    if report["chain"].get("solvent") is False:
+        problems.append("hot wallet: holds less than users' balances plus withdrawals in flight")
+    return problems
+
+
+def breaker_words(breaker: dict) -> str:
+    """'down since 12:03 (breaker open)' rather than a state name."""
+    since = time.strftime("%H:%M", time.localtime(breaker["down_since"])) if breaker.get("down_since") else "?"
+    if breaker["state"] == OPEN:
+        return f"down since {since} (breaker open, {breaker.get('last_error') or 'no answer'})"
+    return f"down since {since}, being re-checked (breaker half-open)"
+
+
+def exit_code_of(report: dict) -> int:
+    alive = [s for s in report["processes"].values() if s and s["alive"]]
+    if not report["dependencies"]["postgresql"]["up"] or not alive:
+        return CRITICAL
+    return DEGRADED if report["problems"] else HEALTHY
+
+
+def render_status(report: dict) -> list[str]:
+    """One screen for a person."""
+    lines = []
+    for name, state in report["dependencies"].items():
+        lines.append(f"{DEPENDENCY_NAMES[name]}: " + ("healthy" if state["up"] else f"DOWN ({state['error']})"))
+    for process, status in report["processes"].items():
+        if status is None:
+            lines.append(f"{process}: no status file")
+            continue
+        seen = ", ".join(f"{DEPENDENCY_NAMES.get(n, n)} {'healthy' if b['state'] == CLOSED else breaker_words(b)}"
+                         for n, b in status["breakers"].items())
+        alive = "alive" if status["alive"] else "STALE"
+        lines.append(f"{process}: {alive}, heartbeat {status['age_s']:.0f} s ago; sees {seen}")
+    automatic = any(s and s["alive"] and s["breakers"].get("rpc", {}).get("state") not in (None, CLOSED)
+                    for s in report["processes"].values())
+    lines.append(f"maintenance (BLOCKCHAIN_MAINTENANCE_MODE): {report['maintenance']}"
+                 + ("; automatic: the RPC is failing" if automatic else ""))
+    database = report.get("database")
+    if database:
+        queues = database["queues"]
+        lines.append(f"queues: notices to send {queues['outbox']} (money events), {queues['fallback']} in "
+                     f"PostgreSQL fallback, {report.get('stream_waiting', 'unknown')} in the Redis stream; "
+                     f"dialog states waiting for Redis {queues['dialogs']}; deposits waiting for the network "
+                     f"{queues['network_recovery']}; withdrawals approved {queues['approved']}, signed or sent "
+                     f"{queues['in_flight']}")
+        if database["worker_rpc"]:
+            lines.append("deposit scan: " + scan_progress(database["worker_rpc"], "en")
+                         + (f"; {report['chain']['scan_lag_blocks']} block(s) behind the head"
+                            if "scan_lag_blocks" in report["chain"] else ""))
+        for row in database["withdrawal_problems"]:
+            lines.append(f"withdrawal #{row['id']} ({row['status']}): {row['problem']}")
+        summary = database["summary"]
+        lines.append("deposits: " + (", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or "none"))
+        lines.append("withdrawals: " + (", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or "none"))
+    wallet = report["chain"].get("hot_wallet")
+    if wallet:
+        owed = database["liabilities"]
+        lines.append(f"hot wallet {wallet['address']}: {format_amount(wallet['token_balance'], wallet['decimals'])} "
+                     f"tokens for {format_amount(owed['total'], wallet['decimals'])} owed (balances "
+                     f"{format_amount(owed['balances'], wallet['decimals'])} + withdrawals in flight "
+                     f"{format_amount(owed['withdrawals'], wallet['decimals'])}); "
+                     f"{wallet['native_balance']} wei for gas")
+    lines += [f"PROBLEM: {problem}" for problem in report["problems"]]
+    verdict = {HEALTHY: "healthy", DEGRADED: "degraded", CRITICAL: "CRITICAL"}[report["exit_code"]]
+    lines.append(f"overall: {verdict}")
+    return lines
 
 
 def run_maintenance(settings, mode: str) -> int:
-    """Switch BLOCKCHAIN_MAINTENANCE_MODE in the .env file; running processes follow within seconds."""
+    """Set BLOCKCHAIN_MAINTENANCE_MODE in the .env file in place; running processes follow within seconds.
+
+    python-dotenv's set_key rewrites only that line (added at the end if missing), keeps
+    every other line and comment, and replaces the file atomically; its owner and mode
+    are put back, so the service user can still read it.
+    """
     path = settings.source_file
     value = "true" if mode == "on" else "false"
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if not line.strip().startswith("BLOCKCHAIN_MAINTENANCE_MODE=")]
-    kept.append(f"BLOCKCHAIN_MAINTENANCE_MODE={value}")
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("\n".join(kept) + "\n")
-    temporary.replace(path)  # atomic: a process never reads half a file
+    if not path.parent.is_dir():
+        startup.fail(f"maintenance: cannot write {path}: the directory {path.parent} does not exist "
+                     f"(set ENV_FILE to the bot's .env)", 2)
+    before = path.stat() if path.exists() else None
+    try:
+        set_key(path, "BLOCKCHAIN_MAINTENANCE_MODE", value, quote_mode="never")
+        if before is not None:
+            os.chmod(path, stat.S_IMODE(before.st_mode))
+            if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+                os.chown(path, before.st_uid, before.st_gid)
+    except OSError as exc:
+        startup.fail(f"maintenance: cannot write {path}: {exc.strerror}", 1)
     print(f"{path}: BLOCKCHAIN_MAINTENANCE_MODE={value}; bot and worker pick it up within 5 s")
     if "BLOCKCHAIN_MAINTENANCE_MODE" in os.environ:
         print("warning: BLOCKCHAIN_MAINTENANCE_MODE is also set in the environment, which wins over .env")
     return 0
 
 
-def run_recover(settings) -> int:
-    """Finish what outages left: scan to the head, reopen unmatched outage deposits, settle withdrawals.
-
-    Runs the worker's own job building blocks once, in a context built the way the worker builds its.
-    """
-    if settings.blockchain_maintenance_mode:
-        startup.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
-    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
-    wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings), pg_breaker(settings))
+def run_warmup(settings) -> int:
+    """Copy users, the blacklist, levels and settings from PostgreSQL into the Redis cache."""
+    pool = open_pool(settings, "dr-warmup")
     try:
+        cache = Cache(redis_client(settings), redis_breaker(settings))
+        if not probe_now(redis_check(cache._redis)):
+            startup.fail("warmup: Redis does not answer; nothing was warmed")
+        warmed = warmup(cache, lambda: transaction(pool))
+    except DatabaseError as exc:
+        startup.fail(f"warmup: PostgreSQL does not answer ({exc}); nothing was warmed")
+    finally:
+        pool.close()
+    print(f"warmup: {warmed} user(s), the blacklist, deposit levels and settings cached")
+    return 0
+
+
+def run_recover(settings, dry_run: bool = False) -> int:
+    """Finish what outages left: move fallback notices and newer dialog states into Redis, warm the cache,
+    then the chain side (scan to the head, reopen unmatched outage deposits, settle withdrawals).
+
+    Runs the worker's own building blocks once, in a context built the way the worker builds its.
+    """
+    if settings.blockchain_maintenance_mode and not dry_run:
+        startup.fail("recover: BLOCKCHAIN_MAINTENANCE_MODE is on; run `python dr.py maintenance off` first")
+    if dry_run:
+        return print_recovery_plan(settings)
+    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
+    wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings), pg_breaker(settings))
+    started = time.monotonic()
+    try:
+        redis_part = recover_redis_by_hand(settings, wctx)
+        progress("chain: scanning deposits", started)
         deposit_monitor = scanner.DepositMonitor(wctx)
         recorded = deposit_monitor.scan()
         reopened = scanner.finish_network_recovery(wctx, deposit_monitor)
+        progress("chain: re-sending signed withdrawals and settling receipts", started)
         withdrawal_sender = sender.WithdrawalSender(wctx)
         withdrawal_sender.rebroadcast_signed()
         settled = reconciler.reconcile(wctx)
     except BreakerOpen as exc:
-        startup.fail(f"recover: the RPC is unavailable ({exc}); nothing was changed beyond what is committed")
+        startup.fail(f"recover: a dependency is unavailable ({exc}); nothing was changed beyond what is committed")
     except Exception as exc:
         log.exception("recover failed")
         startup.fail(f"recover: stopped by {type(exc).__name__}: {exc}; run it again once the cause is fixed")
     finally:
         wctx.pool.close()
-    print(f"recover: {recorded} transfer(s) recorded, {reopened} outage deposit request(s) reopened, "
-          f"{settled} withdrawal(s) settled")
+    print(f"recover: {redis_part}; {recorded} transfer(s) recorded, {reopened} outage deposit request(s) "
+          f"reopened, {settled} withdrawal(s) settled in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def recover_redis_by_hand(settings, wctx) -> str:
+    """The Redis side of `dr.py recover`: skipped, with a word why, when Redis is down or another process
+    recovers right now."""
+    client = redis_client(settings)
+    breaker = redis_breaker(settings)
+    if not probe_now(redis_check(client)):
+        return "Redis does not answer: notices and dialog states stay in PostgreSQL for now"
+    service = NotificationService(client, breaker, wctx.transaction, settings.notify_buffer_max)
+    store = DialogStore(client, breaker, wctx.pool, wctx.pg_breaker)
+    done = recover_redis(settings, store, Cache(client, breaker), wctx.transaction, service)
+    if done is None:
+        return "another process is moving data into Redis right now"
+    return (f"{done['notifications']} notice(s) and {done['dialogs']} dialog state(s) moved to Redis, "
+            f"{done['users']} user(s) cached")
+
+
+def print_recovery_plan(settings) -> int:
+    """--dry-run: what recover would move and finish, counted, changing nothing."""
+    try:
+        with connect(settings, "dr-recover-plan", autocommit=True) as conn:
+            queues = stats.queues(conn, DIALOG_TTL_S, NOTICE_STUCK_S)
+    except DatabaseError as exc:
+        startup.fail(f"recover --dry-run: PostgreSQL does not answer ({exc})")
+    print(f"recover would move {queues['fallback']} notice(s) and {queues['dialogs']} dialog state(s) to Redis, "
+          f"warm the cache, rescan for {queues['network_recovery']} deposit(s) waiting for the network and settle "
+          f"{queues['in_flight']} withdrawal(s) signed or sent; nothing was changed")
+    return 0
+
+
+def probe_now(check) -> bool:
+    try:
+        check()
+        return True
+    except Exception:
+        return False
+
+
+def progress(step: str, started: float) -> None:
+    print(f"recover: {step} ({time.monotonic() - started:.1f} s)", flush=True)
 
 
 def run_reconcile(settings, apply: bool = False, accept_unmatched: bool = False,
@@ -1054,7 +1310,7 @@ def run_reconcile(settings, apply: bool = False, accept_unmatched: bool = False,
 
     Exit 0 once the database accounts for every mined hot wallet transaction, 1 while some remain.
     """
-    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY", "BOT_TOKEN")
+    startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
     wctx = build_worker_context(settings, "dr-reconcile", rpc_breaker(settings), pg_breaker(settings))
     try:
         with wctx.transaction() as conn:
@@ -1112,31 +1368,61 @@ def reconcile_summary(recorded: int, remaining: list, pending: int, plan) -> str
             f"{remaining[0].nonce if remaining else '-'}; withdrawals stay stopped. " + "; ".join(hints))
 
 
-COMMANDS = {"migrate": run_migrate, "status": run_status, "recover": run_recover, "reconcile": run_reconcile,
-            "maintenance": run_maintenance}
+HELP = {
+    "status": ("Show what is up and what waits: each dependency probed now, each process's breakers and "
+               "heartbeat (STATE_DIR), maintenance, queue depths, scan lag, the hot wallet's solvency. Needs "
+               "DATABASE_URL (works while PostgreSQL is down, saying so). Changes nothing. Exit 0 healthy, "
+               "1 degraded, 3 critical (PostgreSQL unreachable or no process alive), 2 usage error."),
+    "recover": ("Finish what outages left, once: notices and dialog states written while Redis was down move "
+                "into Redis, the cache is warmed, deposits are scanned to the head, outage requests reopened, "
+                "signed withdrawals re-sent (the same bytes) and settled. Needs DATABASE_URL, TOKEN_ADDRESS, "
+                "HOT_WALLET_PRIVATE_KEY, RPC_URL. Idempotent, safe beside the running worker."),
+    "warmup": "Copy users, the blacklist, levels and settings into the Redis cache. Needs DATABASE_URL, REDIS_URL.",
+    "maintenance": ("Set BLOCKCHAIN_MAINTENANCE_MODE=true|false in the .env file (ENV_FILE) in place; bot and "
+                    "worker follow within 5 s. Needs nothing else. Changes that one line."),
+    "migrate": "Apply pending schema migrations in order. Needs DATABASE_URL. Changes the schema.",
+    "reconcile": ("After a database restore: list hot wallet transactions the database does not know and what "
+                  "they paid; --apply / --accept-unmatched / --match record them (audited). Needs DATABASE_URL, "
+                  "TOKEN_ADDRESS, HOT_WALLET_PRIVATE_KEY, RPC_URL. Exit 0 once everything is accounted for."),
+}
+NEEDS = {"status": ("DATABASE_URL",), "recover": ("DATABASE_URL",), "warmup": ("DATABASE_URL",),
+         "maintenance": (), "migrate": ("DATABASE_URL",), "reconcile": ("DATABASE_URL",)}
+
+
+def parser_of() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dr.py", description="The operator's disaster-recovery commands.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in HELP.items():
+        command = commands.add_parser(name, help=text.split(":")[0].split(".")[0], description=text)
+        if name == "status":
+            command.add_argument("--json", action="store_true", help="print the report as JSON")
+        if name == "recover":
+            command.add_argument("--dry-run", action="store_true", help="count what would be done; change nothing")
+        if name == "maintenance":
+            command.add_argument("mode", choices=("on", "off"))
+        if name == "reconcile":
+            command.add_argument("--apply", action="store_true", help="record matched transactions as paid")
+            command.add_argument("--accept-unmatched", action="store_true",
+                                 help="accept transactions no withdrawal matches as not ours (audited)")
+            command.add_argument("--match", action="append", default=[], metavar="NONCE=WITHDRAWAL",
+                                 help="settle an ambiguous transaction as paying this withdrawal")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dr.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("mode", nargs="?", choices=("on", "off"), help="for maintenance: on or off")
-    parser.add_argument("--apply", action="store_true", help="reconcile: record matched transactions as paid")
-    parser.add_argument("--accept-unmatched", action="store_true",
-                        help="reconcile: accept transactions no withdrawal matches as not ours (audited)")
-    parser.add_argument("--match", action="append", default=[], metavar="NONCE=WITHDRAWAL",
-                        help="reconcile: settle an ambiguous transaction as paying this withdrawal")
+    parser = parser_of()
     args = parser.parse_args(argv)
-    if (args.command == "maintenance") != (args.mode is not None):
-        parser.error("maintenance takes on|off; other commands take no argument")
-    if args.command != "reconcile" and (args.apply or args.accept_unmatched or args.match):
-        parser.error("--apply, --accept-unmatched and --match belong to reconcile")
-    choices = parse_choices(parser, args.match)
-    settings = startup.settings_or_exit("DATABASE_URL")
+    choices = parse_choices(parser, getattr(args, "match", []))
+    settings = startup.settings_or_exit(*NEEDS[args.command])
     if args.command == "maintenance":
         return run_maintenance(settings, args.mode)
+    if args.command == "status":
+        return run_status(settings, args.json)
+    if args.command == "recover":
+        return run_recover(settings, args.dry_run)
     if args.command == "reconcile":
         return run_reconcile(settings, args.apply, args.accept_unmatched, choices)
-    return COMMANDS[args.command](settings)
+    return {"migrate": run_migrate, "warmup": run_warmup}[args.command](settings)
 
 
 def parse_choices(parser, pairs: list[str]) -> dict[int, int]:

@@ -62,4 +62,5 @@ def build_worker_context(settings, application_name: str, rpc_breaker, pg_breake
     client.configure(settings.telegram_api_url, settings.telegram_read_timeout_s)
     watcher = SettingsWatcher(settings, on_error=lambda exc: log.error("ignoring bad .env edit: %s", exc))
     return WorkerContext(watcher=watcher, pool=pool, chain=node, token=token, stop=threading.Event(),
-                         bot=TeleBot(settings.bot_token.reveal(), threaded=False), pg_breaker=pg_breaker)
+                         bot=TeleBot(settings.bot_token.reveal(), threaded=False) if settings.bot_token else None,
+                         pg_breaker=pg_breaker)

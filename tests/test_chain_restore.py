@@ -23,10 +23,10 @@ USDT = 10**6
 USER_ID = 7701
 
 
-def dr(database_url: str, rpc_url: str, token: str, api_url: str, *args: str) -> subprocess.CompletedProcess:
+def dr(database_url: str, rpc_url: str, token: str, api_url: str, *args: str, **extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "ENV_FILE": "/nonexistent/.env", "DATABASE_URL": database_url, "RPC_URL": rpc_url,
            "TOKEN_ADDRESS": token, "HOT_WALLET_PRIVATE_KEY": HOT_WALLET_KEY, "BOT_TOKEN": "123456:TEST-token_value",
-           "TELEGRAM_API_URL": api_url, "CONFIRMATIONS": "1"}
+           "TELEGRAM_API_URL": api_url, "CONFIRMATIONS": "1", **extra}
     return subprocess.run([sys.executable, "dr.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -69,7 +69,8 @@ def test_a_restored_database_pays_each_withdrawal_exactly_once(api, pg_server, d
             gap = lambda: restored.value("SELECT status FROM service_status WHERE name = 'hot_wallet_nonce'")
             wait_until(lambda: (gap() or {}).get("ahead") is True, 20, "the sender to see the unknown transactions")
             api.wait_for(ADMIN_ID, contains="the database does not know")
-            status = dr(restored_url, anvil.url, token6.address, api.url, "status")
+            status = dr(restored_url, anvil.url, token6.address, api.url, "status",
+                        STATE_DIR=again.env["STATE_DIR"])  # where the worker reports
             assert status.returncode == 1 and "the chain shows 3 transaction(s) the database does not know" in \
                 status.stdout, status.stdout
             assert len(hot_wallet_transfers(w3, token6.address, first_block)) == 3  # nothing sent again

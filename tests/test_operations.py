@@ -1,4 +1,5 @@
 """Bot and worker together, and the operator's CLI: automatic maintenance, dr.py status/maintenance/recover."""
+import json
 import os
 import subprocess
 import sys
@@ -76,9 +77,10 @@ def test_dr_maintenance_edits_env_and_status_reports(tmp_path, db_url):
     assert on.returncode == 0, on.stderr
     assert env_file.read_text().splitlines() == ["# operator settings", "DEFAULT_LANGUAGE=ru",
                                                  "BLOCKCHAIN_MAINTENANCE_MODE=true"]
-    status = dr(db_url, "status", ENV_FILE=env_file)
+    status = dr(db_url, "status", ENV_FILE=env_file, STATE_DIR=tmp_path / "state")
     assert "maintenance (BLOCKCHAIN_MAINTENANCE_MODE): on" in status.stdout
-    assert "no report yet" in status.stdout and status.returncode == 1  # no worker has reported
+    assert "worker: no status file (is worker.py running?)" in status.stdout
+    assert status.returncode == 3, status.stdout  # no process alive: critical
     assert dr(db_url, "maintenance", "off", ENV_FILE=env_file).returncode == 0
     assert "BLOCKCHAIN_MAINTENANCE_MODE=false" in env_file.read_text()
     assert dr(db_url, "maintenance").returncode == 2
@@ -149,3 +151,74 @@ def test_sigterm_stops_the_bot_and_the_worker_within_3_s(api, db_url, anvil, tok
     finally:
         bot.stop()
         worker.stop()
+
+
+def status_of(database_url: str, state_dir, **env) -> tuple[int, str]:
+    done = dr(database_url, "status", STATE_DIR=state_dir, **env)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout
+
+
+def test_dr_status_tells_the_truth_while_redis_and_postgresql_go_down_and_return(
+        api, own_pg, own_redis, anvil, token6, tmp_path):
+    own_pg.admin("CREATE DATABASE ops")
+    url = own_pg.url("ops")
+    assert dr(url, "migrate").returncode == 0
+    state_dir, common = tmp_path / "state", {"REDIS_URL": own_redis.url(), "BREAKER_RESET_S": 1,
+                                             "REDIS_TIMEOUT_S": 0.5}
+    worker = WorkerProcess(api, url, anvil.url, token6.address, STATE_DIR=state_dir, **common).start()
+    bot = BotProcess(api, url, own_redis.url(), RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address,
+                     DEPOSIT_ADDRESS=HOT_WALLET, STATE_DIR=state_dir, **common).start()
+    env = {"RPC_URL": anvil.url, "TOKEN_ADDRESS": token6.address, "HOT_WALLET_PRIVATE_KEY": HOT_WALLET_KEY,
+           "REDIS_URL": own_redis.url()}
+    try:
+        wait_until(lambda: status_of(url, state_dir, **env)[0] == 0, 30, "a healthy status")
+        code, out = status_of(url, state_dir, **env)
+        assert "PostgreSQL: healthy" in out and "Redis: healthy" in out and "overall: healthy" in out
+        assert "bot: alive" in out and "worker: alive" in out and "hot wallet " in out
+        report = json.loads(dr(url, "status", "--json", STATE_DIR=state_dir, **env).stdout)
+        assert report["exit_code"] == 0 and report["dependencies"]["redis"]["up"] is True
+
+        own_redis.kill()
+        wait_until(lambda: "worker sees Redis down since" in status_of(url, state_dir, **env)[1], 20,
+                   "the worker's Redis breaker in the status")
+        code, out = status_of(url, state_dir, **env)
+        assert code == 1 and "Redis: DOWN" in out and "overall: degraded" in out
+        own_redis.start()
+        wait_until(lambda: status_of(url, state_dir, **env)[0] == 0, 30, "healthy again after Redis returned")
+
+        own_pg.stop()
+        code, out = status_of(url, state_dir, **env)
+        assert code == 3 and "PostgreSQL: DOWN" in out and "overall: CRITICAL" in out
+        wait_until(lambda: "bot sees PostgreSQL down since" in status_of(url, state_dir, **env)[1], 20,
+                   "the bot's PostgreSQL breaker in its status file")
+        own_pg.start()
+        wait_until(lambda: status_of(url, state_dir, **env)[0] == 0, 30, "healthy again after PostgreSQL returned")
+    finally:
+        bot.stop()
+        worker.stop()
+
+
+def test_maintenance_edits_a_commented_env_in_place_keeping_owner_and_mode(tmp_path, db_url):
+    env_file = tmp_path / ".env"
+    original = ["# operator settings", "DEFAULT_LANGUAGE=ru", "", "# maintenance switch, see README",
+                "BLOCKCHAIN_MAINTENANCE_MODE=false", "# after it", "RATE_LIMIT_UPDATES=30"]
+    env_file.write_text("\n".join(original) + "\n")
+    os.chmod(env_file, 0o640)
+    os.chown(env_file, 65534, 65534)  # owned by the service user, not by whoever runs dr.py
+    for mode, value in (("on", "true"), ("off", "false")):
+        done = dr(db_url, "maintenance", mode, ENV_FILE=env_file)
+        assert done.returncode == 0, done.stderr
+        assert env_file.read_text().splitlines() == [line.replace("=false", f"={value}") for line in original]
+        info = env_file.stat()
+        assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o640, 65534, 65534)
+    missing = dr(db_url, "maintenance", "on", ENV_FILE=tmp_path / "no-such-dir" / ".env")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "does not exist" in missing.stderr
+
+
+def test_every_command_has_its_own_help():
+    for command in ("status", "recover", "warmup", "maintenance", "migrate", "reconcile"):
+        done = subprocess.run([sys.executable, "dr.py", command, "--help"], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "ENV_FILE": "/nonexistent/.env"})
+        assert done.returncode == 0 and "Needs" in done.stdout and f"dr.py {command}" in done.stdout, done.stdout

@@ -141,7 +141,7 @@ def decide(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, acti
         _report_state(ctx, chat_id, lang, withdrawal_id)
         return
     if not change.changed:
-        ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
+        ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=t(lang, f"status_{row['status']}"))
         return
     ctx.cache.forget_user(row["user_id"])  # a rejection refunded the user
     ctx.say(chat_id, lang, DONE_KEYS[action], id=withdrawal_id)
@@ -151,7 +151,7 @@ def decide(ctx, chat_id: int, admin_id: int, lang: str, withdrawal_id: int, acti
 def _report_state(ctx, chat_id: int, lang: str, withdrawal_id: int) -> None:
     with ctx.transaction() as conn:
         row = withdrawals.get(conn, withdrawal_id)
-    ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=row["status"])
+    ctx.say(chat_id, lang, "admin_already", id=withdrawal_id, status=t(lang, f"status_{row['status']}"))
 
 
 # --- blacklist
@@ -280,8 +280,8 @@ def show_stats(ctx, message, data) -> None:
     none = t(lang, "none")
     ctx.say(message.chat.id, lang, "admin_stats", users=summary["users"], balances=ctx.amount(summary["balances"]),
             symbol=ctx.token.symbol,
-            deposits=", ".join(f"{k} {v}" for k, v in summary["deposits"].items()) or none,
-            withdrawals=", ".join(f"{k} {v}" for k, v in summary["withdrawals"].items()) or none)
+            deposits=", ".join(f"{t(lang, 'status_' + k)} {v}" for k, v in summary["deposits"].items()) or none,
+            withdrawals=", ".join(f"{t(lang, 'status_' + k)} {v}" for k, v in summary["withdrawals"].items()) or none)
 
 
 @admin_only("status")

@@ -487,7 +487,7 @@ def test_admin_approves_and_rejects_with_refund_and_user_is_told(api, db, admin)
     told = api.wait_for(chat.id, contains="отклонён")
     assert f"#{second}" in told["text"] and "address looks wrong" in told["text"]
     assert db.balance(chat.id) == 90 * UNIT
-    admin.send(f"/reject {second}", contains="already REJECTED")
+    admin.send(f"/reject {second}", contains="is already rejected.")  # in words, not an enum name
     assert db.balance(chat.id) == 90 * UNIT
     admin.send("/approve 99999999", contains="does not exist")
     admin.send("/approve abc", contains="Usage")

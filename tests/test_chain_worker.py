@@ -433,8 +433,9 @@ def test_a_reorg_deeper_than_the_cursor_stops_crediting_and_alerts_admins(api, d
         wait_for_more_status_reports(db, 2)
         assert credited(db, USER_ID) == 5 * 10**6  # nothing from the new branch while stopped
         status = subprocess.run([sys.executable, "dr.py", "status"], cwd=ROOT, capture_output=True, text=True,
-                                env={**os.environ, "ENV_FILE": "/nonexistent/.env", "DATABASE_URL": db_url})
-        assert status.returncode == 1 and "deposit scan: PROBLEM: block" in status.stdout
+                                env={**os.environ, "ENV_FILE": "/nonexistent/.env", "DATABASE_URL": db_url,
+                                     "STATE_DIR": worker.env["STATE_DIR"]})  # where the worker reports
+        assert status.returncode == 1 and "deposit scan: PROBLEM: block" in status.stdout, status.stdout
     finally:
         worker.stop()
 

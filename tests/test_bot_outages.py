@@ -11,6 +11,7 @@ from devstack.procs import wait_until
 from tests.botharness import ADMIN_ID, BotProcess, Db, seed_token_cache
 from core.i18n import t
 from core.wallet_proof import proof_text
+from tests.chainharness import WorkerProcess
 from tests.test_bot_flows import Chat, registered
 from tests.walletharness import new_key
 
@@ -168,6 +169,41 @@ def test_with_postgresql_down_start_help_and_balance_come_from_the_cache(api, ow
         assert chat.send("/balance")["text"].startswith("Balance: 7 USDT") and "as of" not in chat.texts()[-1]
     finally:
         bot.stop()
+    assert api.rejections == []
+
+
+def test_with_postgresql_and_redis_down_at_once_users_are_answered_and_nothing_is_lost(
+        api, own_pg, private_db, own_redis, anvil, token6):
+    common = {"REDIS_URL": own_redis.url(), "REDIS_TIMEOUT_S": 0.5, "BREAKER_RESET_S": 1}
+    worker = WorkerProcess(api, private_db, anvil.url, token6.address, **common).start()
+    bot = BotProcess(api, private_db, own_redis.url(), RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address,
+                     REDIS_TIMEOUT_S=0.5, BREAKER_RESET_S=1).start()
+    try:
+        db = Db(private_db)
+        chat = registered(api, db, balance=20 * UNIT)
+        chat.send("/withdraw 4", contains="Confirm?")  # half-way when both go
+        own_redis.kill()
+        own_pg.kill()
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                assert chat.send("/balance", timeout=20)["text"] == TECHNICAL_WORKS
+            assert time.monotonic() - started < 1.0  # once the breakers are open, at once
+            assert bot.process.poll() is None and worker.process.poll() is None
+        finally:
+            own_pg.start()
+            own_redis.start()
+        wait_until(lambda: bot.breaker("postgresql") == "CLOSED" and bot.breaker("redis") == "CLOSED", 30,
+                   "the bot's breakers to close")
+        assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]  # the dialog survived
+        assert db.value("SELECT count(*) FROM withdrawals WHERE user_id = %s", (chat.id,)) == 1
+        assert db.balance(chat.id) == 16 * UNIT
+        down = api.wait_for(ADMIN_ID, contains="is down", timeout=30)  # alerts kept in memory, then delivered
+        back = api.wait_for(ADMIN_ID, contains="answers again", timeout=30)
+        assert down and back
+    finally:
+        bot.stop()
+        worker.stop()
     assert api.rejections == []
 
 

@@ -262,6 +262,25 @@ def test_rate_limit_warns_once_then_stays_silent(api, bot_db_url, redis_server):
         bot.stop()
 
 
+def test_rate_limiting_goes_on_in_memory_while_redis_is_down(api, bot_db_url, own_redis):
+    bot = BotProcess(api, bot_db_url, own_redis.url(), RATE_LIMIT_UPDATES=3, RATE_LIMIT_WINDOW_S=3600,
+                     REDIS_TIMEOUT_S=0.5).start()
+    try:
+        own_redis.kill()
+        flooder, calm = Chat(api), Chat(api)
+        calm.send("/help", contains="Commands")  # the first update meets Redis gone: the breaker opens
+        for _ in range(8):
+            api.push_message(flooder.id, "/help")
+        api.wait_for(flooder.id, contains="slow down")
+        for _ in range(2):
+            calm.send("/help", contains="Commands")
+        texts = flooder.texts()
+        assert len(texts) == 4 and sum("slow down" in text for text in texts) == 1  # a flood is still cut off
+        assert bot.log().count("counting in memory") == 1  # logged once per switch, not per request
+    finally:
+        bot.stop()
+
+
 def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_server, tmp_path, anvil):
     env_file = tmp_path / ".env"
     env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")

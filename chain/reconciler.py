@@ -72,11 +72,9 @@ def release(wctx, row: dict, cancel: dict, block: int) -> None:
         change = withdrawals.release_nonce(conn, row["id"], cancel, block, retry_after, problem)
         if not change.changed:
             return
-        for admin_id in wctx.settings.admin_ids:
-            notifications.enqueue(conn, admin_id, "admin_withdrawal_released",
-                                  {"id": row["id"], "nonce": row["nonce"], "tx_hash": cancel["tx_hash"],
-                                   "seconds": retry_after},
-                                  f"withdrawal-released:{row['id']}:{row['nonce']}:{admin_id}")
+        notifications.enqueue_for_admins(conn, wctx.settings.admin_ids, "admin_withdrawal_released",
+                                         {"id": row["id"], "nonce": row["nonce"], "tx_hash": cancel["tx_hash"],
+                                          "seconds": retry_after}, f"withdrawal-released:{row['id']}:{row['nonce']}")
     log.warning("withdrawal #%s: %s", row["id"], problem)
 
 
@@ -139,9 +137,7 @@ def settle(wctx, row: dict, succeeded: bool, reason: str = "transaction reverted
                               {"id": row["id"], "amount": amount, "symbol": symbol,
                                "total": wctx.amount(row["amount"] + row["fee"])},
                               f"withdrawal-failed:{row['id']}")
-        for admin_id in wctx.settings.admin_ids:
-            notifications.enqueue(conn, admin_id, "admin_withdrawal_failed",
-                                  {"id": row["id"], "tx_hash": row["tx_hash"], "user_id": row["user_id"],
-                                   "reason": reason},
-                                  f"withdrawal-failed:{row['id']}:admin:{admin_id}")
+        notifications.enqueue_for_admins(conn, wctx.settings.admin_ids, "admin_withdrawal_failed",
+                                         {"id": row["id"], "tx_hash": row["tx_hash"], "user_id": row["user_id"],
+                                          "reason": reason}, f"withdrawal-failed:{row['id']}:admin")
     log.warning("withdrawal #%s failed (%s); refunded", row["id"], reason)

@@ -101,9 +101,8 @@ class DepositMonitor:
                         f"or another node): crediting stopped")
         log.error("deposit scan stopped: %s; scanned hash %s", self.problem, scanned_hash)
         with self.wctx.transaction() as conn:
-            for admin_id in self.wctx.settings.admin_ids:
-                notifications.enqueue(conn, admin_id, "admin_deep_reorg", {"block": block},
-                                      f"deep-reorg:{stream_name(self.wctx.chain)}:{block}:{scanned_hash}:{admin_id}")
+            notifications.enqueue_for_admins(conn, self.wctx.settings.admin_ids, "admin_deep_reorg", {"block": block},
+                                             f"deep-reorg:{stream_name(self.wctx.chain)}:{block}:{scanned_hash}")
 
     def _still_canonical(self, transfers) -> bool:
         """Every log's block is still the one the node calls canonical (a removed log is never credited)."""

@@ -103,11 +103,10 @@ class WithdrawalSender:
             service_status.put(conn, "hot_wallet_nonce", {"ahead": problem is not None, **(problem or {})})
             if problem is None:
                 return
-            for admin_id in self.wctx.settings.admin_ids:
-                notifications.enqueue(conn, admin_id, "admin_nonce_ahead",
-                                      {"address": problem["address"], "unknown": problem["unknown"],
-                                       "chain_nonce": problem["chain_nonce"], "known": problem["known_next"]},
-                                      f"nonce-ahead:{problem['address']}:{problem['known_next']}:{admin_id}")
+            notifications.enqueue_for_admins(conn, self.wctx.settings.admin_ids, "admin_nonce_ahead",
+                                             {"address": problem["address"], "unknown": problem["unknown"],
+                                              "chain_nonce": problem["chain_nonce"], "known": problem["known_next"]},
+                                             f"nonce-ahead:{problem['address']}:{problem['known_next']}")
 
     def _hot_wallet_covers(self, row: dict, fees: Fees) -> bool:
         """Tokens and gas for this withdrawal on top of those already signed or sent; otherwise alert, wait.
@@ -147,13 +146,11 @@ class WithdrawalSender:
                                                     "alerted_at": now if alert else last_alert})
             if not alert:
                 return
-            for admin_id in self.wctx.settings.admin_ids:  # the key makes a retried alert harmless
-                notifications.enqueue(conn, admin_id, "admin_low_funds",
-                                      {"address": problem["address"], "id": problem["withdrawal"],
-                                       "token_balance": problem["token_balance"],
-                                       "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol,
-                                       "committed": problem["committed"]},
-                                      f"low-funds:{int(now)}:{admin_id}")
+            notifications.enqueue_for_admins(  # the key makes a retried alert harmless
+                conn, self.wctx.settings.admin_ids, "admin_low_funds",
+                {"address": problem["address"], "id": problem["withdrawal"], "token_balance": problem["token_balance"],
+                 "native_balance": problem["native_balance"], "symbol": self.wctx.token.symbol,
+                 "committed": problem["committed"]}, f"low-funds:{int(now)}")
 
 
 def fee_cap(wctx) -> int:
@@ -178,10 +175,9 @@ def note_problem(wctx, row: dict, kind: str, text: str) -> None:
     text = text[:PROBLEM_TEXT_MAX]
     with wctx.transaction() as conn:
         withdrawals.note_problem(conn, row["id"], text)
-        for admin_id in wctx.settings.admin_ids:
-            notifications.enqueue(conn, admin_id, "admin_withdrawal_problem",
-                                  {"id": row["id"], "nonce": row["nonce"], "problem": text},
-                                  f"withdrawal-problem:{row['id']}:{row['nonce']}:{kind}:{admin_id}")
+        notifications.enqueue_for_admins(conn, wctx.settings.admin_ids, "admin_withdrawal_problem",
+                                         {"id": row["id"], "nonce": row["nonce"], "problem": text},
+                                         f"withdrawal-problem:{row['id']}:{row['nonce']}:{kind}")
     log.warning("withdrawal #%s: %s", row["id"], text)
 
 

@@ -67,6 +67,12 @@ def enqueue(conn, chat_id: int, text_key: str, values: dict, idempotency_key: st
     return enqueue_payload(conn, OUTBOX, chat_id, payload_of(text_key, values, buttons), idempotency_key)
 
 
+def enqueue_for_admins(conn, admin_ids, text_key: str, values: dict, key_prefix: str) -> None:
+    """The same money-event notice to every admin, each keyed `<key_prefix>:<admin id>`."""
+    for admin_id in admin_ids:
+        enqueue(conn, admin_id, text_key, values, f"{key_prefix}:{admin_id}")
+
+
 def enqueue_payload(conn, table: str, chat_id: int, payload: dict, idempotency_key: str) -> int | None:
     row = conn.execute(_sql(SQL_ENQUEUE, table), (chat_id, Jsonb(payload), idempotency_key)).fetchone()
     return row["id"] if row else None

@@ -34,6 +34,7 @@ from core.i18n import scan_progress
 from db import (blacklist, dialogs, hot_wallet, levels, migrate, notifications, service_status, stats,
                 system_settings, users, withdrawals)
 from db.pool import connect, is_outage, open_pool, transaction
+from db.watchdog import WATCHDOG
 from runtime import startup
 from runtime.worker_context import build_worker_context
 
@@ -279,10 +280,6 @@ class Cache:
         text = json.dumps({"value": value, "cached_at": time.time()}, default=str)
         self._quietly(lambda: self._redis.set(f"cache:{name}", text, ex=self.ttl_s))
 
-    def value(self, name: str):
-        raw = self._quietly(self._redis.get, f"cache:{name}")
-        return json.loads(raw)["value"] if raw else None
-
     def _quietly(self, function, *args):
         try:
             return self._breaker.call(function, *args)
@@ -451,6 +448,16 @@ class SentKeys:
             log.debug("sent key %s not remembered in Redis: %s", key, exc)
 
 
+def stream_backlog(client: redis.Redis) -> int:
+    """Stream entries taken by a consumer and not acknowledged yet, plus entries nobody read yet."""
+    try:
+        groups = client.xinfo_groups(STREAM)
+    except redis.ResponseError:
+        return 0  # no stream yet: nothing waits
+    group = next((g for g in groups if g["name"] == GROUP), None)
+    return int(group["pending"]) + int(group.get("lag") or 0) if group else 0
+
+
 class StreamConsumer:
     """Deliver the notification stream: XREADGROUP new entries, take over what a dead consumer left
     (XAUTOCLAIM, looped on its cursor), XACK after the send, trim only acknowledged entries.
@@ -481,14 +488,12 @@ class StreamConsumer:
             if stopping():
                 break  # unacknowledged: taken over after the lease
             sent += self._deliver(entry_id, fields)
-        self._breaker.call(self._trim)
+        if entries:  # an idle pass (most of them) costs two commands, not five
+            self._breaker.call(self._trim)
         return sent
 
     def pending(self) -> int:
-        """Entries taken by a consumer and not acknowledged yet, plus entries nobody read yet."""
-        info = self._breaker.call(self._redis.xinfo_groups, STREAM)
-        group = next((g for g in info if g["name"] == GROUP), None)
-        return int(group["pending"]) + int(group.get("lag") or 0) if group else 0
+        return self._breaker.call(stream_backlog, self._redis)
 
     def _ensure_group(self) -> None:
         if self._group_ready:
@@ -569,7 +574,9 @@ def recovery_lock(settings):
     """
     conn = connect(settings, "dr-recovery", autocommit=True)
     try:
-        yield conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (RECOVERY_LOCK_KEY,)).fetchone()["held"]
+        with WATCHDOG.guard(conn, settings.db_connect_timeout_s):  # a frozen server must not hang a recovery
+            held = conn.execute("SELECT pg_try_advisory_lock(%s) AS held", (RECOVERY_LOCK_KEY,)).fetchone()["held"]
+        yield held
     finally:
         conn.close()
 
@@ -1051,15 +1058,11 @@ def database_report(conn) -> dict:
 def stream_waiting(settings) -> int | None:
     client = redis_client(settings)
     try:
-        groups = client.xinfo_groups(STREAM)
-    except redis.ResponseError:
-        return 0  # no stream yet: nothing waits
+        return stream_backlog(client)
     except REDIS_ERRORS:
         return None
     finally:
         client.close()
-    group = next((g for g in groups if g["name"] == GROUP), None)
-    return int(group["pending"]) + int(group.get("lag") or 0) if group else 0
 
 
 def chain_report(settings, report: dict) -> dict:
@@ -1216,8 +1219,9 @@ def run_warmup(settings) -> int:
     """Copy users, the blacklist, levels and settings from PostgreSQL into the Redis cache."""
     pool = open_pool(settings, "dr-warmup")
     try:
-        cache = Cache(redis_client(settings), redis_breaker(settings))
-        if not probe_now(redis_check(cache._redis)):
+        client = redis_client(settings)
+        cache = Cache(client, redis_breaker(settings))
+        if not probe_now(redis_check(client)):
             startup.fail("warmup: Redis does not answer; nothing was warmed")
         warmed = warmup(cache, lambda: transaction(pool))
     except DatabaseError as exc:

@@ -28,9 +28,6 @@ SQL_MARK_MIGRATED = f"""
 UPDATE user_fsm_states SET migrated_at = now()
 WHERE ({KEY_COLUMNS}) = (%s, %s, %s, %s, %s) AND version = %s AND migrated_at IS NULL
 """
-SQL_WAITING = """
-SELECT count(*) AS n FROM user_fsm_states WHERE migrated_at IS NULL AND updated_at > now() - make_interval(secs => %s)
-"""
 
 
 def get(conn, key: tuple, ttl_s: int) -> dict | None:
@@ -52,10 +49,6 @@ def mark_migrated(conn, rows: list[dict]) -> None:
     """Redis holds these versions now (a row rewritten meanwhile keeps waiting)."""
     with conn.cursor() as cursor:
         cursor.executemany(SQL_MARK_MIGRATED, [(*key_of(row), row["version"]) for row in rows])
-
-
-def waiting(conn, ttl_s: int) -> int:
-    return int(conn.execute(SQL_WAITING, (ttl_s,)).fetchone()["n"])
 
 
 def key_of(row: dict) -> tuple:

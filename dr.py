@@ -217,8 +217,11 @@ class Cache:
     the deposit levels and the system settings, each with its time and a TTL.
 
     Filled by warmup (every minute, and after a recovery) and refreshed whenever the bot
-    reads a user from PostgreSQL; writers forget what they changed. Every call is best
-    effort: a cache that cannot be reached is a cache miss, never an error.
+    reads a user from PostgreSQL; writers forget or replace what they changed. Every call is
+    best effort: a cache that cannot be reached is a cache miss, never an error. What users
+    are shown may come from here; what money is decided by never does (a deposit's level,
+    a withdrawal's fee and minimum are read again in the transaction that records them),
+    so a copy a racing reader left stale for up to a warmup interval misleads nobody.
     """
 
     USER_FIELDS = ("id", "language", "balance", "wallet_address", "blocked_bot")
@@ -280,6 +283,22 @@ class Cache:
         text = json.dumps({"value": value, "cached_at": time.time()}, default=str)
         self._quietly(lambda: self._redis.set(f"cache:{name}", text, ex=self.ttl_s))
 
+    def put_levels(self, current: list) -> None:
+        self.put_value("levels", [vars(level) for level in current])
+
+    def levels(self) -> list | None:
+        """The cached current deposit levels, or None on a miss."""
+        cached = self.value("levels")
+        return None if cached is None else [levels.Level(**row) for row in cached]
+
+    def value(self, name: str):
+        """A value put_value cached, or None on a miss (or while Redis is down)."""
+        raw = self._quietly(self._redis.get, f"cache:{name}")
+        return json.loads(raw)["value"] if raw else None
+
+    def forget(self, name: str) -> None:
+        self._quietly(self._redis.delete, f"cache:{name}")
+
     def _quietly(self, function, *args):
         try:
             return self._breaker.call(function, *args)
@@ -305,10 +324,10 @@ def warmup(cache: Cache, transaction, batch: int = 1000) -> int:
         warmed, after = warmed + len(rows), rows[-1]["id"]
     with transaction() as conn:
         banned = [row["user_id"] for row in blacklist.all_banned(conn)]
-        current_levels = [vars(level) for level in levels.current(conn)]
+        current_levels = levels.current(conn)
         settings = {row["key"]: row["value"] for row in system_settings.all_settings(conn)}
     cache.put_blacklist(banned)
-    cache.put_value("levels", current_levels)
+    cache.put_levels(current_levels)
     cache.put_value("settings", settings)
     return warmed
 

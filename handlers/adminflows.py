@@ -224,6 +224,7 @@ def set_levels(ctx, message, data) -> None:
         audit.record(conn, actor_id=message.from_user.id, action="setlevels",
                      details={"version": version, "ranges": ranges})
         current = levels.current(conn)
+    ctx.cache.put_levels(current)  # users see the new levels at once
     ctx.say(message.chat.id, data["lang"], "admin_levels_set", version=version, levels=_describe_levels(ctx, current))
 
 
@@ -254,6 +255,7 @@ def set_setting(ctx, message, data) -> None:
         old = system_settings.get(conn, key)
         system_settings.put(conn, key, value, message.from_user.id)
         audit.record(conn, actor_id=message.from_user.id, action="set", details={"key": key, "old": old, "new": value})
+    ctx.cache.forget("settings")
     ctx.say(message.chat.id, data["lang"], "admin_setting_saved", setting=key, value=value)
 
 

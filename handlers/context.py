@@ -14,7 +14,7 @@ from core.amounts import format_amount
 from core.i18n import t
 from core.settings import SettingsWatcher
 from core.errors import BreakerOpen
-from db import service_status, users
+from db import levels, service_status, system_settings, users
 from db.pool import transaction
 from dr import DialogStore, RateLimiter
 
@@ -93,6 +93,23 @@ class Context:
                 log.warning("chain head unavailable (%s)", type(exc).__name__)
                 return None
             raise
+
+    # --- read-mostly values shown to users: the cache first, PostgreSQL on a miss
+    def current_levels(self) -> list[levels.Level]:
+        current = self.cache.levels()
+        if current is None:
+            with self.transaction() as conn:
+                current = levels.current(conn)
+            self.cache.put_levels(current)
+        return current
+
+    def system_setting(self, key: str, default=None):
+        cached = self.cache.value("settings")
+        if cached is None:
+            with self.transaction() as conn:
+                cached = {row["key"]: row["value"] for row in system_settings.all_settings(conn)}
+            self.cache.put_value("settings", cached)
+        return cached.get(key, default)
 
     def amount(self, units: int) -> str:
         return format_amount(int(units), self.token.decimals)

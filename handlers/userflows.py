@@ -88,8 +88,7 @@ def deposit(ctx, message, data) -> None:
 
 
 def show_levels(ctx, chat_id: int, user: dict, lang_code: str) -> None:
-    with ctx.transaction() as conn:
-        current = levels.current(conn)
+    current = ctx.current_levels()
     if not current:
         ctx.say(chat_id, lang_code, "no_levels")
         return
@@ -100,8 +99,7 @@ def show_levels(ctx, chat_id: int, user: dict, lang_code: str) -> None:
 
 def choose_level(ctx, call, data, version: int, number: int) -> None:
     user = ensure_registered(ctx, call, data)
-    with ctx.transaction() as conn:
-        current = levels.current(conn)
+    current = ctx.current_levels()  # the amount is checked against PostgreSQL's levels when recorded
     chosen = next((lvl for lvl in current if lvl.version == version and lvl.level == number), None)
     if chosen is None or not user["wallet_address"]:
         ctx.answer(call.id, t(data["lang"], "stale_button"))
@@ -222,18 +220,23 @@ def withdrawals_paused(ctx) -> bool:
 def ask_withdraw_amount(ctx, chat_id: int, user: dict, lang_code: str) -> None:
     with ctx.transaction() as conn:
         fresh = users.get(conn, user["id"])
-        fee = withdrawal_fee(ctx, conn)
+    fee = token_setting(ctx, ctx.system_setting("withdrawal_fee", "0"))  # shown only: the preview reads it again
     ctx.set_dialog(chat_id, user["id"], WITHDRAW_AMOUNT)
     ctx.say(chat_id, lang_code, "withdraw_ask_amount", keyboards.withdraw_all(lang_code),
             balance=ctx.amount(fresh["balance"]), fee=ctx.amount(fee), symbol=ctx.token.symbol)
 
 
+def token_setting(ctx, value) -> int:
+    """A token amount setting (a whole-token decimal) in base units."""
+    return parse_amount(str(value), ctx.token.decimals, allow_zero=True)
+
+
 def withdrawal_fee(ctx, conn) -> int:
-    return parse_amount(str(system_settings.get(conn, "withdrawal_fee", "0")), ctx.token.decimals, allow_zero=True)
+    return token_setting(ctx, system_settings.get(conn, "withdrawal_fee", "0"))
 
 
 def minimum_withdrawal(ctx, conn) -> int:
-    return parse_amount(str(system_settings.get(conn, "min_withdrawal", "0")), ctx.token.decimals, allow_zero=True)
+    return token_setting(ctx, system_settings.get(conn, "min_withdrawal", "0"))
 
 
 def preview_withdrawal(ctx, chat_id: int, user: dict, lang_code: str, amount_text: str,

@@ -4,6 +4,7 @@ One bot process serves the whole module; each test talks as its own users, so
 tests do not see each other's chats.
 """
 import itertools
+import json
 import re
 
 import pytest
@@ -417,9 +418,11 @@ def test_double_tap_on_confirm_creates_one_withdrawal(api, db):
 
 
 def test_withdraw_all_with_fee_and_minimum(api, db, admin):
+    chat = registered(api, db, balance=10 * UNIT)
+    assert f"fee 0 {SYMBOL}" in chat.send("/withdraw")["text"]  # the settings are cached now
     admin.send("/set withdrawal_fee 1.5", contains="withdrawal_fee")
     try:
-        chat = registered(api, db, balance=10 * UNIT)
+        assert f"fee 1.5 {SYMBOL}" in chat.send("/withdraw")["text"]  # the change reached the cache at once
         preview = chat.send("/withdraw all")["text"]
         assert f"Withdraw 8.5 {SYMBOL}" in preview and f"Fee: 1.5 {SYMBOL}" in preview
         assert "Not enough funds" in chat.send("/withdraw 9")["text"]
@@ -546,6 +549,24 @@ def test_levels_and_new_version(api, db, admin):
         assert versions[0]["level_version"] < versions[1]["level_version"]
     finally:
         admin.send("/setlevels 10-100,100-1000,1000-10000", contains="New deposit levels")
+
+
+def test_users_see_levels_from_the_cache_and_a_change_at_once(api, db, admin, redis_server):
+    cache = redis_lib.Redis.from_url(redis_server.url(1))
+    chat = registered(api, db)
+    cache.delete("cache:levels")  # a miss: read from PostgreSQL and cached
+    assert button_labels(chat.send("/deposit"))[0] == f"Level 1: 10-100 {SYMBOL}"
+    cached = json.loads(cache.get("cache:levels"))
+    assert [row["max_tokens"] for row in cached["value"]] == ["100", "1000", "10000"]
+    cached["value"][0]["min_tokens"] = "11"  # a copy only the cache has: shown means read from it
+    cache.set("cache:levels", json.dumps(cached))
+    assert button_labels(chat.send("/deposit"))[0] == f"Level 1: 11-100 {SYMBOL}"
+    try:
+        admin.send("/setlevels 20-200,200-2000", contains="New deposit levels")
+        assert button_labels(chat.send("/deposit")) == [f"Level 1: 20-200 {SYMBOL}", f"Level 2: 200-2000 {SYMBOL}"]
+    finally:
+        admin.send("/setlevels 10-100,100-1000,1000-10000", contains="New deposit levels")
+    assert button_labels(chat.send("/deposit"))[0] == f"Level 1: 10-100 {SYMBOL}"
 
 
 def test_settings_are_validated(admin, db):

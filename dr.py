@@ -484,6 +484,9 @@ class StreamConsumer:
     At least once: an entry is acknowledged after it was sent, so a crash mid-send sends it
     again; a key already delivered (remembered in Redis) is acknowledged without a second send.
     A notice the pace or a transient failure holds back is put back at the end of the stream.
+    After a failed pass the consumer first re-reads what the group holds in its own name: a
+    frozen Redis runs the XREADGROUP whose answer timed out once it thaws, and those entries
+    would otherwise wait out the lease.
     """
 
     def __init__(self, client: redis.Redis, breaker, consumer: str, send, sent_keys: SentKeys,
@@ -496,12 +499,20 @@ class StreamConsumer:
         self._lease_ms = int(lease_s * 1000)
         self._group_ready = False
         self._unacked: dict[str, str] = {}  # sent, but Redis failed before the XACK: entry id -> key
+        self._own_unread = False  # a pass failed: entries may be held in this consumer's name
 
     def run(self, limit: int = 50, stopping=lambda: False) -> int:
         """One pass: stale entries first, then new ones; returns how many were sent."""
+        try:
+            return self._pass(limit, stopping)
+        except BaseException:
+            self._own_unread = True
+            raise
+
+    def _pass(self, limit: int, stopping) -> int:
         self._breaker.call(self._ensure_group)
         self._ack_what_was_sent()
-        entries = self._stale(limit) + self._breaker.call(self._read_new, limit)
+        entries = self._stale(limit) + self._breaker.call(self._read, limit)
         sent = 0
         for entry_id, fields in entries:
             if stopping():
@@ -524,9 +535,30 @@ class StreamConsumer:
                 raise
         self._group_ready = True
 
+    def _read(self, limit: int) -> list:
+        """Entries held in this consumer's name while a failed pass may have left some, else new ones."""
+        if self._own_unread:
+            own = self._read_from("0", limit)
+            if len(own) < limit:
+                self._own_unread = False
+            own = self._drop_deleted(own)
+            if own:
+                return own
+        return self._read_new(limit)
+
     def _read_new(self, limit: int) -> list:
-        answer = self._redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=limit)
+        return self._read_from(">", limit)
+
+    def _read_from(self, start: str, limit: int) -> list:
+        answer = self._redis.xreadgroup(GROUP, self.consumer, {STREAM: start}, count=limit)
         return answer[0][1] if answer else []
+
+    def _drop_deleted(self, entries: list) -> list:
+        """Acknowledge entries trimmed away under us (no fields); keep the rest."""
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:
+            self._redis.xack(STREAM, GROUP, *gone)
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     def _stale(self, limit: int) -> list:
         """Entries idle past the lease in any consumer's hands, following XAUTOCLAIM's cursor to the end."""

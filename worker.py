@@ -37,6 +37,7 @@ EXPIRY_INTERVAL_S = 60
 STATUS_INTERVAL_S = 1
 WARMUP_INTERVAL_S = 60
 FALLBACK_INTERVAL_S = 5  # the report's fallback processor
+DRAIN_BUDGET_S = 5  # longest one delivery job keeps the scheduler thread (the stream consumer shares it)
 
 
 def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
@@ -98,10 +99,11 @@ def other_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis: R
     every = wctx.settings.worker_interval_s
     stopping = wctx.stopping
     return [
-        ("deliver_outbox", every, lambda: delivery.deliver(wctx, stopping=stopping, pacer=pacer), False),
+        ("deliver_outbox", every, lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, pacer=pacer),
+         False),
         ("process_fallback", FALLBACK_INTERVAL_S,
-         lambda: delivery.deliver(wctx, stopping=stopping, table=notifications.FALLBACK, pacer=pacer,
-                                  sent_keys=redis.sent_keys), False),
+         lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, table=notifications.FALLBACK, pacer=pacer,
+                                sent_keys=redis.sent_keys), False),
         ("consume_stream", every, lambda: redis.stream.run(stopping=stopping), False),
         ("flush_notice_buffer", every, redis.notifier.flush, False),
         ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),

@@ -53,6 +53,18 @@ def deliver(wctx, ids: list[int] | None = None, stopping=lambda: False, table: s
     return sent
 
 
+def drain(wctx, budget_s: float, stopping=lambda: False, **options) -> int:
+    """deliver() batch after batch while batches send something, for at most `budget_s` (the job's
+    share of the scheduler thread): a backlog goes out at the pace, not one batch per run."""
+    deadline, total = time.monotonic() + budget_s, 0
+    while not stopping() and time.monotonic() < deadline:
+        sent = deliver(wctx, stopping=stopping, **options)
+        total += sent
+        if not sent:
+            break
+    return total
+
+
 def send_notice(wctx, chat_id: int, payload: dict, pacer=None) -> Outcome:
     """Render and send one notice; never raises for Telegram's answers."""
     try:

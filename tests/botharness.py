@@ -69,6 +69,14 @@ class ProgramProcess:
                 self.process.wait()
         return self.process.returncode if self.process else 0
 
+    def breaker(self, name: str) -> str | None:
+        """A breaker's state from the process's status file (None before the first report)."""
+        try:
+            report = json.loads((Path(self.env["STATE_DIR"]) / f"{Path(self.script).stem}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return report["breakers"][name]["state"]
+
     def log(self, since_start: bool = False) -> str:
         text = self.log_path.read_bytes()
         return (text[self.log_offset:] if since_start else text).decode(errors="replace")
@@ -94,14 +102,6 @@ class BotProcess(ProgramProcess):
 
     def ready(self) -> bool:
         return self.api.waiting_polls > 0
-
-    def breaker(self, name: str) -> str | None:
-        """A breaker's state from the bot's status file (None before the first report)."""
-        try:
-            report = json.loads((Path(self.env["STATE_DIR"]) / "bot.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return report["breakers"][name]["state"]
 
 
 class Db:

@@ -151,6 +151,26 @@ def test_an_entry_a_dead_consumer_held_is_taken_over_and_a_sent_key_is_not_resen
     assert stack["consumer"].pending() == 0
 
 
+def test_entries_a_frozen_redis_handed_out_after_the_read_timed_out_are_sent_without_waiting_the_lease(stack):
+    service, client, telegram, server = stack["service"], stack["client"], stack["telegram"], stack["redis"]
+    consumer = dr.StreamConsumer(client, stack["breakers"][0], "c2", telegram, stack["sent_keys"], lease_s=60)
+    assert consumer.run() == 0  # the group exists; nothing to read yet
+    for n in range(3):
+        notice(service, n)
+    consumer._stale = lambda limit: []  # so that the read is the command the freeze catches
+    server.freeze()
+    try:
+        with pytest.raises(dr.REDIS_ERRORS):
+            consumer.run()  # the XREADGROUP waits in the socket; its answer times out
+    finally:
+        server.thaw()  # Redis now runs it: the three entries are held in c2's name
+        del consumer._stale
+    reopen(stack["breakers"][0], client.ping)
+    wait_until(lambda: client.xpending(dr.STREAM, dr.GROUP)["pending"] == 3, 5, "the late read to be run")
+    assert consumer.run() == 3 and sorted(telegram.sent) == [(77, 0), (77, 1), (77, 2)]
+    assert consumer.pending() == 0 and consumer.run() == 0  # each once
+
+
 def test_held_back_notices_go_to_the_end_and_permanent_failures_are_dropped(stack):
     service, telegram, consumer = stack["service"], stack["telegram"], stack["consumer"]
     answers = {0: Outcome(LATER, "pace", retry_in_s=1), 1: Outcome(FAILED, "403 blocked", permanent=True)}

@@ -1,4 +1,4 @@
-# make test: create .venv, install requirements and npm packages, install the services' packages, run pytest.
+# make test: create .venv, install requirements (dev included) and npm packages, install the services' packages, run pytest.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,9 +10,10 @@ test: venv services
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# requirements.txt is what production needs; requirements-dev.txt adds the tests' and benchmarks' packages.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 # Debian packages for PostgreSQL and Redis, installed only when missing (never upgraded).

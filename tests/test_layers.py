@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RANK = {"core": 0, "db": 1, "chain": 2, "botapi": 3, "runtime": 4, "dr": 5, "handlers": 6, "bot": 7, "worker": 7}
 PROGRAMS = {"bot", "worker"}
-TOOLING = {"devstack", "tests"}
+TOOLING = {"devstack", "tests", "bench"}
 SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", "state"}
 ROOT_FILES = {"bot.py", "worker.py", "dr.py", "models.sql", "requirements.txt", "requirements-dev.txt",
               ".env.example", "README.md", "Makefile", "package.json", "package-lock.json", "pytest.ini",

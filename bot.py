@@ -220,11 +220,10 @@ def _describe(exc: Exception) -> str:
 
 
 def main() -> int:
-    settings = startup.settings_or_exit("DATABASE_URL")
-    startup.schema_current_or_exit(settings, "bot")
-    startup.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS")
+    settings = startup.settings_or_exit("DATABASE_URL", "BOT_TOKEN", "TOKEN_ADDRESS")  # settings before the database
     if not settings.deposit_address:
         startup.fail("configuration error: DEPOSIT_ADDRESS: required (or HOT_WALLET_PRIVATE_KEY to derive it)", 2)
+    startup.schema_current_or_exit(settings, "bot")
     pool = open_pool(settings, "bot")
     try:
         token = startup.token_info_or_exit(settings, pool, "bot")

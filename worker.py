@@ -128,9 +128,8 @@ def run_loop(scheduler: schedule.Scheduler, stop: threading.Event) -> None:
 
 
 def main() -> int:
-    settings = startup.settings_or_exit("DATABASE_URL")
+    settings = startup.settings_or_exit("DATABASE_URL", "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
     startup.schema_current_or_exit(settings, "worker")
-    startup.require_or_exit(settings, "BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
     wctx = build_worker_context(settings, "worker", dr.rpc_breaker(settings, background_probe=True),
                                 dr.pg_breaker(settings, background_probe=True))
     stop = wctx.stop

@@ -22,7 +22,8 @@ from core.errors import AddressError, AmountError, ConfigError
 
 log = logging.getLogger(__name__)
 
-ENV_FILE_DEFAULT = "./.env"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE_DEFAULT = PROJECT_DIR / ".env"  # not the current directory: `dr.py status` run anywhere sees the same
 LANGUAGES = ("ru", "en")
 RELOAD_CHECK_INTERVAL_S = 1.0
 _TRUE = {"1", "true", "yes", "on"}
@@ -203,8 +204,9 @@ def _bot_token(text: str) -> Secret:
     return Secret(text)
 
 
-def _path(text: str) -> Path:
-    return Path(text)
+def _project_path(text: str) -> Path:
+    """A path; a relative one is taken from the project directory, wherever the program was started."""
+    return PROJECT_DIR / Path(text)
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,7 @@ VARIABLES = (
     Var("WITHDRAWAL_REPRICE_MAX", _integer(0, 100), "3",
         "re-priced replacements of a stuck withdrawal before its nonce is freed and it is sent again later"),
     Var("WITHDRAWAL_MAX_FEE_GWEI", _integer(1), "500", "most gwei per gas ever offered for a withdrawal or a cancel"),
-    Var("STATE_DIR", _path, "./state", "directory for heartbeat and status files"),
+    Var("STATE_DIR", _project_path, "state", "directory for heartbeat and status files (relative to the project)"),
     Var("NOTIFY_BUFFER_MAX", _integer(1, 10_000_000), "10000",
         "notices kept in memory while Redis and PostgreSQL are both down (the oldest is dropped beyond)"),
     Var("TELEGRAM_MAX_MSG_PER_S", _integer(1, 30), "25",
@@ -303,10 +305,10 @@ class Settings:
         return f"Settings({shown})"
 
     def require(self, *names: str) -> None:
-        """Raise ConfigError naming the first of `names` that has no value."""
-        for name in names:
-            if self._values.get(name) is None:
-                raise ConfigError(f"{name}: required but not set ({_BY_NAME[name].doc})")
+        """Raise one ConfigError naming every one of `names` that has no value."""
+        missing = [name for name in names if self._values.get(name) is None]
+        if missing:
+            raise ConfigError("; ".join(f"{name}: required but not set ({_BY_NAME[name].doc})" for name in missing))
 
     @property
     def deposit_address(self) -> str | None:

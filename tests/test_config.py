@@ -107,9 +107,27 @@ def test_pool_sizes_must_be_consistent():
         load(env(DB_POOL_MIN_SIZE="5", DB_POOL_MAX_SIZE="2"))
 
 
+def test_env_file_and_state_dir_defaults_are_the_project_directorys_wherever_a_program_starts(tmp_path):
+    assert config.env_file_path({}) == ROOT / ".env" and load(env()).state_dir == ROOT / "state"
+    assert load(env(STATE_DIR="run/state")).state_dir == ROOT / "run" / "state"
+    script = "from core import settings as s; print(s.env_file_path({}), s.load({'ENV_FILE': '/none'}).state_dir)"
+    shown = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert shown.stdout.split() == [str(ROOT / ".env"), str(ROOT / "state")], shown.stderr
+
+
 def test_require_names_the_missing_variable():
     with pytest.raises(ConfigError, match="^BOT_TOKEN: required"):
         load(env()).require("TELEGRAM_API_URL", "BOT_TOKEN")
+
+
+def test_require_names_every_missing_variable_in_one_message():
+    with pytest.raises(ConfigError) as caught:
+        load(env()).require("BOT_TOKEN", "TELEGRAM_API_URL", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
+    message = str(caught.value)
+    assert "\n" not in message and "TELEGRAM_API_URL" not in message
+    assert [name for name in ("BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY") if name in message] == \
+        ["BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY"]
 
 
 def test_secrets_never_in_repr_str_or_errors():
@@ -213,6 +231,19 @@ def test_every_variable_is_documented_in_env_example_and_readme():
     for var in config.VARIABLES:
         assert re.search(rf"^#?\s*{var.name}=", example, re.M), f"{var.name} missing from .env.example"
         assert f"`{var.name}`" in readme, f"{var.name} missing from the README table"
+
+
+@pytest.mark.parametrize("program, names", [("bot.py", ["BOT_TOKEN", "TOKEN_ADDRESS"]),
+                                            ("worker.py", ["BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY"])])
+def test_a_copied_env_example_names_every_missing_setting_before_the_database(tmp_path, program, names):
+    """cp .env.example .env; python bot.py: what is missing, all at once, not an unreachable database."""
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
+    clean = {key: value for key, value in os.environ.items() if key not in {var.name for var in config.VARIABLES}}
+    result = subprocess.run([sys.executable, str(ROOT / program)], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT, env={**clean, "ENV_FILE": str(tmp_path / ".env")})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert all(name in lines[0] for name in names) and "database" not in lines[0].lower(), lines[0]
 
 
 @pytest.mark.parametrize("name, value", [("ADMIN_IDS", "abc"), ("DEFAULT_LANGUAGE", "xx"),

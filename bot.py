@@ -258,6 +258,7 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    startup.reload_on_sighup(watcher)
     dr.start_probers(stop, (pg_breaker, dr.pg_check(pool)), (redis_breaker, dr.redis_check(redis)),
                      (node.breaker, dr.rpc_check(node)))
     notifier = dr.NotificationService(redis, redis_breaker, ctx.transaction, settings.notify_buffer_max)

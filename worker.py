@@ -152,6 +152,7 @@ def main() -> int:
                                                                       wctx.transaction, notifier))
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    startup.reload_on_sighup(wctx.watcher)
     deposit_monitor, withdrawal_sender = scanner.DepositMonitor(wctx), sender.WithdrawalSender(wctx)
     chain = scheduler_for(chain_jobs(wctx, deposit_monitor, withdrawal_sender), wctx)
     others = scheduler_for(other_jobs(wctx, deposit_monitor, withdrawal_sender, redis, pacer), wctx)

@@ -404,6 +404,7 @@ class SettingsWatcher:
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self._next_check = time.monotonic() + self._interval
+        self._forced = False
 
     def current(self) -> Settings:
         now = time.monotonic()
@@ -413,10 +414,18 @@ class SettingsWatcher:
             if now >= self._next_check:
                 self._next_check = now + self._interval
                 mtime = self._stat()
-                if mtime != self._mtime:
-                    self._mtime = mtime
+                if mtime != self._mtime or self._forced:
+                    if self._forced:
+                        log.info("re-reading %s: reload requested", env_file_path(self._environ))
+                    self._mtime, self._forced = mtime, False
                     self._reload()
         return self._settings
+
+    def reload_soon(self) -> None:
+        """Re-read .env at the next current(), changed or not (SIGHUP, `systemctl reload`).
+
+        Safe in a signal handler: it only sets two fields, never takes the lock."""
+        self._forced, self._next_check = True, 0.0
 
     def _reload(self) -> None:
         try:

@@ -7,7 +7,7 @@ from devstack.install import ensure_packages, missing_packages
 def main(argv: list[str]) -> int:
     if argv[:1] == ["install"]:
         ensure_packages()
-        print("stack packages present:", "postgresql, redis-server")
+        print("stack packages present:", "postgresql, redis-server, systemd-analyze")
         return 0
     if argv[:1] == ["chat"]:
         from devstack import console

@@ -21,6 +21,8 @@ def missing_packages() -> list[str]:
         missing.append("postgresql")
     if shutil.which("redis-server") is None:
         missing.append("redis-server")
+    if shutil.which("systemd-analyze") is None:
+        missing.append("systemd")  # the unit files in deploy/ are checked with `systemd-analyze verify`
     return missing
 
 

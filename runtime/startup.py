@@ -1,4 +1,5 @@
 """Start-up checks shared by bot.py, worker.py and dr.py: settings, logging, schema, token metadata."""
+import signal
 import sys
 
 from chain.token import TokenInfo, load_token_info
@@ -22,6 +23,11 @@ def require_or_exit(settings, *names: str) -> None:
         settings.require(*names)
     except ConfigError as exc:
         exit_with_config_error(exc)
+
+
+def reload_on_sighup(watcher) -> None:
+    """SIGHUP (`systemctl reload`) re-reads .env at once; live settings apply, others wait for a restart."""
+    signal.signal(signal.SIGHUP, lambda *_: watcher.reload_soon())
 
 
 def fail(message: str, code: int = 1):

@@ -1,4 +1,6 @@
 """The bot through outages: PostgreSQL stopped mid-session, the Bot API failing, floods of updates."""
+import os
+import signal
 import time
 
 import psycopg
@@ -312,9 +314,17 @@ def test_maintenance_mode_is_picked_up_from_env_edits(api, bot_db_url, redis_ser
         assert "cannot be bound right now" in newcomer.send(proof)["text"]  # no head is read in maintenance
         assert db.value("SELECT count(*) FROM wallet_bindings WHERE user_id = %s", (newcomer.id,)) == 0
 
-        env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=false\n")
+        env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=0\n")
         wait_until(lambda: "Confirm?" in chat.send("/withdraw 5")["text"], 5, "maintenance to end")
         assert "Wallet bound" in newcomer.send(proof)["text"]
+
+        before = env_file.stat()  # an edit the file's times do not show: `systemctl reload` (SIGHUP) applies it
+        env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=1\n")
+        os.utime(env_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+        bot.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "temporarily unavailable" in chat.send("/withdraw 5")["text"], 5,
+                   "the bot to re-read .env on SIGHUP")
+        assert bot.process.poll() is None and "reload requested" in bot.log()
     finally:
         bot.stop()
 

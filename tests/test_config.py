@@ -200,6 +200,21 @@ def test_watcher_picks_up_edits_and_survives_a_broken_edit(tmp_path):
     _poll(lambda: watcher.current().blockchain_maintenance_mode is False, 5.0)
 
 
+def test_a_reload_request_re_reads_an_edit_the_file_times_do_not_show(tmp_path):
+    """SIGHUP after an edit that kept size, inode and mtime (a restored backup, a coarse clock)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=0\n")
+    environ = {"ENV_FILE": str(env_file)}
+    watcher = config.SettingsWatcher(load(environ), environ, check_interval_s=0.05)
+    before = env_file.stat()
+    env_file.write_text("BLOCKCHAIN_MAINTENANCE_MODE=1\n")
+    os.utime(env_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    time.sleep(0.2)
+    assert watcher.current().blockchain_maintenance_mode is False  # polling cannot see it
+    watcher.reload_soon()
+    assert watcher.current().blockchain_maintenance_mode is True
+
+
 def test_only_live_settings_change_in_a_running_process(tmp_path, caplog):
     """A new deposit address in .env must not reach the bot while the worker scans the old one."""
     env_file = tmp_path / ".env"

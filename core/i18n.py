@@ -27,12 +27,38 @@ CATALOG = {
                "/lang [ru|en] - язык\n/cancel - выйти из диалога\n/help - этот список"),
     },
     "admin_help": {
-        "en": ("Admin commands:\n/pending\n/approve <id>\n/reject <id> [reason]\n/ban <user_id> [reason]\n"
-               "/unban <user_id>\n/levels\n/setlevels 10-100,100-1000,1000-10000\n/settings\n/set <key> <value>\n"
-               "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
-        "ru": ("Команды администратора:\n/pending\n/approve <id>\n/reject <id> [причина]\n/ban <user_id> [причина]\n"
-               "/unban <user_id>\n/levels\n/setlevels 10-100,100-1000,1000-10000\n/settings\n/set <ключ> <значение>\n"
-               "/stats\n/status\n/unattributed\n/assign <deposit_id> <user_id>"),
+        "en": ("Admin commands:\n"
+               "/pending - withdrawals waiting for approval, with Approve / Reject buttons\n"
+               "/approve <id> - approve a withdrawal; the worker sends it on chain\n"
+               "/reject <id> [reason] - reject a withdrawal and refund its amount and fee to the user once\n"
+               "/ban <user_id> [reason] - refuse every message of a user from now on\n"
+               "/unban <user_id> - lift a ban: the user is served again\n"
+               "/levels - the current deposit levels\n"
+               "/setlevels 10-100,100-1000,1000-10000 - new deposit levels (contiguous; each upper bound "
+               "belongs to the next level, the last one's to itself)\n"
+               "/settings - the settings you can change, with their values\n"
+               "/set <key> <value> - change one: min_withdrawal (tokens), withdrawal_fee (tokens), "
+               "support_contact (text)\n"
+               "/stats - users, balances, deposits and withdrawals by status\n"
+               "/status - dependencies, maintenance, queues and the hot wallet, as dr.py status shows them\n"
+               "/unattributed - transfers from addresses nobody had proven, to credit by hand\n"
+               "/assign <deposit_id> <user_id> - credit an unattributed transfer to a user, once"),
+        "ru": ("Команды администратора:\n"
+               "/pending - выводы, ожидающие одобрения, с кнопками «Одобрить» / «Отклонить»\n"
+               "/approve <id> - одобрить вывод; воркер отправит его в сеть\n"
+               "/reject <id> [причина] - отклонить вывод и один раз вернуть пользователю сумму и комиссию\n"
+               "/ban <user_id> [причина] - отклонять все сообщения пользователя\n"
+               "/unban <user_id> - снять блокировку\n"
+               "/levels - текущие уровни пополнения\n"
+               "/setlevels 10-100,100-1000,1000-10000 - новые уровни пополнения (без разрывов; верхняя "
+               "граница относится к следующему уровню, у последнего - к нему самому)\n"
+               "/settings - изменяемые настройки и их значения\n"
+               "/set <ключ> <значение> - изменить одну: min_withdrawal (токены), withdrawal_fee (токены), "
+               "support_contact (текст)\n"
+               "/stats - пользователи, балансы, пополнения и выводы по статусам\n"
+               "/status - зависимости, обслуживание, очереди и горячий кошелёк, как в dr.py status\n"
+               "/unattributed - переводы с адресов, которые никто не подтвердил, для ручного зачисления\n"
+               "/assign <deposit_id> <user_id> - зачислить такой перевод пользователю, один раз"),
     },
     "unknown_command": {
         "en": "Unknown command. Send /help for the list of commands.",

@@ -150,7 +150,10 @@ def test_start_registers_and_shows_menu_in_telegram_language(api, bot, db):
 def test_help_lists_commands_and_admin_sees_more(user, admin):
     text = user.send("/help")["text"]
     assert "/deposit" in text and "/withdraw" in text and "/pending" not in text
-    admin.send("/help", contains="/pending")
+    admin_help = admin.send("/help", contains="Admin commands")["text"].split("Admin commands:")[1]
+    described = {line.split()[0]: line.partition(" - ")[2] for line in admin_help.strip().splitlines()}
+    assert set(described) == {command.split()[0] for command in ADMIN_COMMANDS} | {"/assign"}
+    assert all(len(text) > 10 for text in described.values()), described  # each one says what it does
 
 
 def test_lang_switches_with_argument_and_buttons(user, db):

@@ -774,6 +774,11 @@ class BotApiStandIn:
         with self._changed:
             return copy.deepcopy(self._sent.get(chat_id, []))
 
+    def chats(self) -> list:
+        """Every chat the bot has sent a message to, in the order it first did."""
+        with self._changed:
+            return list(self._sent)
+
     def wait_for(self, chat_id, predicate=None, *, contains: str | None = None, timeout: float = 10.0,
                  after: int = 0) -> dict:
         """Return the first message sent to the chat (index >= after) that matches, waiting up to timeout."""

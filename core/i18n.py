@@ -26,6 +26,7 @@ CATALOG = {
                "/cancelwithdrawal <id> - отменить вывод, ожидающий одобрения\n"
                "/lang [ru|en] - язык\n/cancel - выйти из диалога\n/help - этот список"),
     },
+    "help_support": {"en": "Questions? Write to {contact}.", "ru": "Вопросы? Пишите: {contact}."},
     "admin_help": {
         "en": ("Admin commands:\n"
                "/pending - withdrawals waiting for approval, with Approve / Reject buttons\n"

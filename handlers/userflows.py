@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from core.addresses import parse_address
 from core.amounts import parse_amount
-from core.errors import AmountError, InsufficientFunds, InvalidTransition, NotFound
+from core.errors import AmountError, BreakerOpen, DatabaseError, InsufficientFunds, InvalidTransition, NotFound
 from core.i18n import t
 from botapi import delivery
 from db import deposits, levels, notifications, system_settings, users, withdrawals
@@ -43,9 +43,21 @@ def start(ctx, message, data) -> None:
 def help_(ctx, message, data) -> None:
     lang = data["lang"]
     text = t(lang, "help")
+    contact = support_contact(ctx)
+    if contact:
+        text += "\n\n" + t(lang, "help_support", contact=contact)
     if ctx.is_admin(message.from_user.id):
         text += "\n\n" + t(lang, "admin_help")
     ctx.send(message.chat.id, text)
+
+
+def support_contact(ctx) -> str | None:
+    """The admins' `/set support_contact`; None when unset, or unknown while PostgreSQL is down and it
+    is not cached (/help is answered all the same)."""
+    try:
+        return ctx.system_setting("support_contact")
+    except (BreakerOpen, DatabaseError):
+        return None
 
 
 def cancel(ctx, message, data) -> None:

@@ -577,6 +577,8 @@ def test_settings_are_validated(admin, db):
     admin.send("/set min_withdrawal 0", contains="Invalid setting")
     admin.send("/set nosuch 1", contains="Usage")
     admin.send("/set min_withdrawal 2.50", exactly="min_withdrawal = 2.5")
+    admin.send("/set support_contact @desk_of_support", contains="support_contact")
+    assert "Questions? Write to @desk_of_support." in Chat(admin.api).send("/help")["text"]  # users see it
     try:
         assert db.value("SELECT value FROM system_settings WHERE key = 'min_withdrawal'") == "2.5"
         admin.send("/settings", contains="min_withdrawal")

@@ -1191,6 +1191,14 @@ def exit_code_of(report: dict) -> int:
     return DEGRADED if report["problems"] else HEALTHY
 
 
+def memory_buffer_words(status: dict) -> str:
+    """What a process keeps in memory while both stores are down, and what it had to drop since it started."""
+    buffered, dropped = status.get("notices_buffered", 0), status.get("notices_dropped", 0)
+    words = ([f"{buffered} notice(s) kept in memory"] if buffered else []) + \
+        ([f"{dropped} notice(s) dropped since start (NOTIFY_BUFFER_MAX reached; see its log)"] if dropped else [])
+    return "; " + "; ".join(words) if words else ""
+
+
 def render_status(report: dict) -> list[str]:
     """One screen for a person."""
     lines = []
@@ -1203,7 +1211,8 @@ def render_status(report: dict) -> list[str]:
         seen = ", ".join(f"{DEPENDENCY_NAMES.get(n, n)} {'healthy' if b['state'] == CLOSED else breaker_words(b)}"
                          for n, b in status["breakers"].items())
         alive = "alive" if status["alive"] else "STALE"
-        lines.append(f"{process}: {alive}, heartbeat {status['age_s']:.0f} s ago; sees {seen}")
+        lines.append(f"{process}: {alive}, heartbeat {status['age_s']:.0f} s ago; sees {seen}"
+                     + memory_buffer_words(status))
     automatic = any(s and s["alive"] and s["breakers"].get("rpc", {}).get("state") not in (None, CLOSED)
                     for s in report["processes"].values())
     lines.append(f"maintenance (BLOCKCHAIN_MAINTENANCE_MODE): {report['maintenance']}"

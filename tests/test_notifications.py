@@ -197,3 +197,16 @@ def test_a_notice_in_both_queues_is_sent_once(stack):
     assert consumer.run() == 0  # the fallback processor delivered it already
     assert stack["telegram"].sent == [] and consumer.pending() == 0
     assert json.loads(json.dumps(fallback_rows(pool)[0]["payload"]))["values"] == {"n": 5}
+
+
+def test_status_shows_notices_a_process_keeps_in_memory_and_drops():
+    report = {"dependencies": {"postgresql": {"up": False, "error": "OperationalError"},
+                               "redis": {"up": False, "error": "ConnectionError"}},
+              "processes": {"bot": {"alive": True, "age_s": 1.0, "breakers": {}, "notices_buffered": 12,
+                                    "notices_dropped": 3},
+                            "worker": {"alive": True, "age_s": 1.0, "breakers": {}}},
+              "maintenance": "off", "chain": {}, "problems": [], "exit_code": dr.CRITICAL}
+    lines = dr.render_status(report)
+    bot_line = next(line for line in lines if line.startswith("bot:"))
+    assert "12 notice(s) kept in memory" in bot_line and "3 notice(s) dropped since start" in bot_line
+    assert "notice" not in next(line for line in lines if line.startswith("worker:"))

@@ -16,6 +16,7 @@ from tests.conftest import make_settings
 from tests.test_operations import dr as run_dr
 
 CHATS, NOTICES = 50, 1000
+SAMPLE_EVERY_S = 2
 
 
 @pytest.fixture
@@ -53,6 +54,7 @@ class StatusSampler:
         while not self._stop.is_set():
             report = json.loads(run_dr(self.db_url, "status", "--json", **self.env).stdout)
             self.samples.append((report["database"]["queues"]["fallback"], report.get("stream_waiting")))
+            self._stop.wait(SAMPLE_EVERY_S)  # each run imports the whole product: leave the CPU to the burst
 
     def start(self) -> None:
         self._thread.start()

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test chat venv services clean
+.PHONY: test chat demo venv services clean
 
 test: venv services
 	$(PY) -m pytest
@@ -28,6 +28,10 @@ node_modules/.package-lock.json: package-lock.json
 # Talk to the real bot by hand through the Bot API stand-in (see README).
 chat: venv services
 	$(PY) -m devstack chat
+
+# A scripted disaster-recovery drill against the whole local stack; KEEP=1 leaves it running afterwards.
+demo: venv services
+	$(PY) -m devstack demo $(if $(KEEP),--keep,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""python -m devstack install|check|chat: stack packages, and a console to talk to the bot by hand."""
+"""python -m devstack install|check|chat|demo: stack packages, a console to talk to the bot by hand, the DR drill."""
 import sys
 
 from devstack.install import ensure_packages, missing_packages
@@ -12,11 +12,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["chat"]:
         from devstack import console
         return console.main()
+    if argv[:1] == ["demo"]:
+        from devstack import drill
+        return drill.main(argv[1:])
     if argv[:1] == ["check"]:
         missing = missing_packages()
         print("missing:", ", ".join(missing) if missing else "nothing")
         return 1 if missing else 0
-    print("usage: python -m devstack install|check|chat", file=sys.stderr)
+    print("usage: python -m devstack install|check|chat|demo [--keep]", file=sys.stderr)
     return 2
 
 

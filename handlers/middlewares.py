@@ -121,6 +121,9 @@ class SessionMiddleware(BaseMiddleware):
             return
         if isinstance(error, BreakerOpen):  # expected while a dependency is down: no traceback per update
             log.info("update for chat %s answered with technical works: %s", chat_id, error)
+        elif is_outage(error):  # in flight as PostgreSQL went away: one line, the breaker tells the rest
+            log.warning("update for chat %s: PostgreSQL unavailable (%s); answered with technical works",
+                        chat_id, error)
         else:
             log.error("update for chat %s failed: %s", chat_id, error, exc_info=error)
         if callback_id:

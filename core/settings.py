@@ -85,14 +85,20 @@ class SecretEndpoint(SecretUrl):
 
 
 def redact_url(url: str) -> str:
-    """Replace the password of `url` (if any) with ***."""
+    """Replace the password of `url` (if any) with ***; several hosts (h1:5432,h2:5432) stay as written."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hosts}"))
+
+
+def _check_hosts(netloc: str) -> None:
+    """libpq's multi-host form: host[:port] separated by commas, each port a number."""
+    for host in netloc.rpartition("@")[2].split(","):
+        port = host.rpartition(":")[2] if ":" in host and not host.endswith("]") else ""
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(f"malformed URL: bad host {host!r}")
 
 
 # ---- parsers: each takes the raw text and returns the value or raises ValueError(reason)
@@ -101,9 +107,12 @@ def _url(*schemes: str, secret: type | None = None):
     def parse(text: str):
         try:
             parts = urlsplit(text)
-            parts.port  # raises ValueError on a malformed port
-        except ValueError:
-            raise ValueError("malformed URL") from None
+            if parts.scheme.startswith("postgres") and "," in parts.netloc:
+                _check_hosts(parts.netloc)  # a primary and its standbys: libpq picks the one that fits
+            else:
+                parts.port  # raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(str(exc) if str(exc).startswith("malformed") else "malformed URL") from None
         if parts.scheme not in schemes:
             raise ValueError(f"malformed URL: scheme must be one of {', '.join(schemes)}")
         if not parts.hostname and not (parts.scheme == "unix" and parts.path):

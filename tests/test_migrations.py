@@ -172,23 +172,27 @@ def test_seeded_levels_and_settings(conn):
     assert "support_contact" in settings
 
 
+REQUIRED = {"BOT_TOKEN": "123:abc", "TOKEN_ADDRESS": "0x" + "7" * 40, "HOT_WALLET_PRIVATE_KEY": "11" * 32}
+
+
 @pytest.mark.parametrize("program", ["bot.py", "worker.py"])
 def test_programs_refuse_an_unmigrated_database(program, empty_db_url):
-    result = run_program([program], empty_db_url, BOT_TOKEN="123:abc")
+    result = run_program([program], empty_db_url, **REQUIRED)
     assert result.returncode not in (0, 2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "python dr.py migrate" in lines[0] and "not fully migrated" in lines[0]
 
 
-def test_programs_refuse_an_unmigrated_database_even_without_a_token(empty_db_url):
+def test_missing_settings_are_reported_before_the_database_is_tried(empty_db_url):
     result = run_program(["bot.py"], empty_db_url)
-    assert result.returncode == 1
-    assert "python dr.py migrate" in result.stderr
+    assert result.returncode == 2 and "BOT_TOKEN" in result.stderr and "TOKEN_ADDRESS" in result.stderr
+    assert "migrate" not in result.stderr
 
 
 def test_programs_report_an_unreachable_database_in_one_line():
-    result = run_program(["bot.py"], "postgresql://bot:hunter22@127.0.0.1:1/nowhere", DB_CONNECT_TIMEOUT_S="1")
+    result = run_program(["bot.py"], "postgresql://bot:hunter22@127.0.0.1:1/nowhere", DB_CONNECT_TIMEOUT_S="1",
+                         **REQUIRED)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "cannot reach the database" in result.stderr and "hunter22" not in result.stderr

@@ -1,6 +1,9 @@
-"""Past one machine: a PostgreSQL primary with a streaming standby, promoted under load."""
+"""Past one machine: a PostgreSQL standby promoted under load; an active worker and a hot standby."""
+import collections
+import json
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,9 +15,12 @@ from devstack import chaintools
 from devstack.postgres import PostgresServer, PostgresStandby
 from devstack.procs import wait_until
 from tests.botharness import BotProcess, Db
-from tests.chainharness import HOT_WALLET, USER_KEYS, WorkerProcess
+from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
+                                user_with_wallet)
 from tests.conftest import make_settings
-from tests.test_bot_flows import Chat
+from tests.test_bot_flows import Chat, hash_id
+from tests.test_chain_outages import TriggerProxy, approved_withdrawal, assert_chain_matches_confirmed, statuses
+from tests.test_operations import dr as run_dr
 
 UNIT = 10**6
 BREAKER_RESET_S = 2
@@ -149,3 +155,84 @@ def test_a_read_only_server_counts_as_an_outage_and_its_connections_are_not_hand
             assert conn.execute("SELECT 1 AS one").fetchone()["one"] == 1  # the primary's are handed out
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------- one active worker, one hot standby
+
+def lease_role(worker: WorkerProcess) -> str | None:
+    """'active' or 'standby' from the worker's own status file."""
+    try:
+        report = json.loads((Path(worker.env["STATE_DIR"]) / "worker.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report.get("lease", {}).get("role")
+
+
+@pytest.mark.parametrize("failure", ["killed", "frozen"])
+def test_the_standby_takes_over_and_every_withdrawal_is_paid_once(api, db_url, anvil, w3, token6, failure):
+    db = Db(db_url)
+    user_with_wallet(db, 7801, USER_KEYS[0])
+    chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
+    first_block = w3.eth.block_number
+    accept_hot_wallet_history(db_url, anvil.url)
+    path = TriggerProxy(target_port=anvil.port).start()  # the active worker's way to the node
+    env = {"SCAN_START_BLOCK": first_block + 1, "CONFIRMATIONS": 1}
+    active = WorkerProcess(api, db_url, path.url, token6.address, **env).start()
+    standby = None
+    try:
+        wait_until(lambda: lease_role(active) == "active", 10, "the first worker to take the lease")
+        standby = WorkerProcess(api, db_url, anvil.url, token6.address, **env).start()
+        wait_until(lambda: lease_role(standby) == "standby", 10, "the second worker to stand by")
+        targets = [chaintools.address_of(key) for key in USER_KEYS[1:5]]
+        hit = path.arm("eth_sendRawTransaction", active.kill if failure == "killed" else active.freeze_process)
+        ids = [approved_withdrawal(db, 7801, target, (n + 1) * 10**6) for n, target in enumerate(targets)]
+        wait_until(hit.is_set, 20, "the active worker to broadcast")  # and die (or freeze) right there
+        failed_at = time.monotonic()
+        wait_until(lambda: lease_role(standby) == "active", 15, "the standby to take over")
+        takeover_s = time.monotonic() - failed_at
+        wait_until(lambda: statuses(db)["CONFIRMED"] == len(ids), 40, "every withdrawal confirmed")
+        if failure == "frozen":
+            active.thaw_process()  # it wakes up believing it is active: the lease says otherwise
+            wait_until(lambda: "worker lease: held by another worker" in active.log()
+                       or "stepping down" in active.log(), 15, "the thawed worker to stand by")
+            time.sleep(2)  # room for any late action of the thawed worker to show on chain
+        print(f"{failure}: the standby took over {takeover_s:.1f} s after the failure")
+        assert takeover_s < 10
+        events = assert_chain_matches_confirmed(db, w3, token6.address, first_block)
+        assert len(events) == len(ids)  # exactly one transfer per withdrawal
+        nonces = sorted(row["nonce"] for row in db.rows("SELECT nonce FROM withdrawals WHERE id = ANY(%s)", (ids,)))
+        assert nonces == list(range(nonces[0], nonces[0] + len(ids)))  # consecutive
+        assert w3.eth.get_transaction_count(HOT_WALLET) == nonces[-1] + 1
+        def told() -> collections.Counter:
+            return collections.Counter(hash_id(m["text"]) for m in api.messages(7801) if "is confirmed" in m["text"])
+        wait_until(lambda: set(told()) == set(ids), 20, "every user to be told")
+        assert sum(told().values()) - len(ids) <= 1  # at most the one in flight at the failure, twice
+        for process in (active, standby):
+            assert "Traceback" not in process.log(), process.log()[-3000:]
+    finally:
+        for process in (standby, active):
+            if process is not None:
+                process.thaw_process()
+                process.stop()
+        path.stop()
+
+
+def test_dr_recover_refuses_while_a_worker_holds_the_lease_and_runs_once_it_stopped(api, db_url, anvil, token6):
+    env = {"RPC_URL": anvil.url, "TOKEN_ADDRESS": token6.address, "HOT_WALLET_PRIVATE_KEY": HOT_WALLET_KEY,
+           "BOT_TOKEN": "123456:TEST-token_value", "TELEGRAM_API_URL": api.url}
+    worker = WorkerProcess(api, db_url, anvil.url, token6.address).start()
+    try:
+        wait_until(lambda: lease_role(worker) == "active", 10, "the worker to take the lease")
+        shown = run_dr(db_url, "status", STATE_DIR=worker.env["STATE_DIR"], **env).stdout
+        assert "worker: alive (active)" in shown and "worker lease: held by " in shown, shown
+        refused = run_dr(db_url, "recover", **env)
+        assert refused.returncode == 1 and "holds the worker lease" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        worker.stop()  # a clean stop lets the lease go
+    began = time.monotonic()
+    done = run_dr(db_url, "recover", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - began < 15  # no waiting out the lease
+    with psycopg.connect(db_url) as conn:  # and recover let it go too
+        assert conn.execute("SELECT expires_at <= now() FROM worker_lease").fetchone()[0]

@@ -19,12 +19,14 @@ import stat
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import redis
 from dotenv import set_key
 from eth_account import Account
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 from telebot.storage import StateStorageBase
 
 from chain import nonce_audit, reconciler, scanner, sender
@@ -60,8 +62,9 @@ return 1
 
 
 def is_redis_outage(exc: BaseException) -> bool:
-    """Redis gave no usable answer (refused, timed out, still loading its data): counts against the breaker."""
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+    """Redis gave no usable answer (refused, timed out, still loading its data, a replica refusing writes in
+    a failover; no master known to the Sentinels): counts against the breaker."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError))
 
 
 def redis_key(key: tuple) -> str:
@@ -71,11 +74,20 @@ def redis_key(key: tuple) -> str:
 
 def redis_client(settings) -> redis.Redis:
     """A client whose every call fails within REDIS_TIMEOUT_S, with redis-py's own retries off: the
-    breaker owns retrying (redis-py 8 would otherwise retry a refused connection for seconds)."""
-    return redis.Redis.from_url(
-        settings.redis_url.reveal(), socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s, health_check_interval=0, decode_responses=True,
-        retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+    breaker owns retrying (redis-py 8 would otherwise retry a refused connection for seconds).
+
+    With REDIS_SENTINELS, the client of the master the Sentinels name (redis-py's Sentinel client): each new
+    connection asks them, so after a failover the breaker's next probe reaches the promoted replica."""
+    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s,
+                "retry": Retry(NoBackoff(), 0)}
+    if settings.redis_sentinels:
+        url = urlsplit(settings.redis_url.reveal())
+        sentinels = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=timeouts, **timeouts)
+        return sentinels.master_for(settings.redis_sentinel_service, password=url.password,
+                                    db=int(url.path.strip("/") or 0), health_check_interval=0,
+                                    decode_responses=True, retry_on_timeout=False, **timeouts)
+    return redis.Redis.from_url(settings.redis_url.reveal(), health_check_interval=0, decode_responses=True,
+                                retry_on_timeout=False, **timeouts)
 
 
 class DialogStore(StateStorageBase):

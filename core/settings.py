@@ -171,6 +171,23 @@ def _address_list(text: str) -> tuple:
     return tuple(_address(item.strip()) for item in text.split(",") if item.strip())
 
 
+def _host_ports(text: str) -> tuple:
+    """host:port,host:port -> ((host, port), ...)"""
+    found = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise ValueError("letters, digits, '_', '.', '-' (at most 64)")
+    return text
+
+
 def _private_key(text: str) -> Secret:
     if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
         raise ValueError("must be 32 bytes as 64 hex digits, optionally prefixed with 0x")
@@ -236,6 +253,10 @@ VARIABLES = (
         "PostgreSQL URL, e.g. postgresql://bot:pw@127.0.0.1:5432/bot (password is secret)", True),
     Var("REDIS_URL", _url("redis", "rediss", "unix", secret=SecretUrl), "redis://127.0.0.1:6379/0",
         "Redis URL (password is secret)", True),
+    Var("REDIS_SENTINELS", _host_ports, "",
+        "comma-separated host:port of Redis Sentinels; when set, Redis is the master they name (REDIS_URL then "
+        "gives only the password and database number)"),
+    Var("REDIS_SENTINEL_SERVICE", _name, "mymaster", "the master's name in the Sentinels' configuration"),
     Var("RPC_URL", _url("http", "https", secret=SecretEndpoint), "http://127.0.0.1:8545",
         "EVM JSON-RPC endpoint (an API key in its path is treated as secret)", True),
     Var("CHAIN_ID", _integer(1), "31337", "EVM chain id the hot wallet signs for"),

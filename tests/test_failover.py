@@ -1,12 +1,16 @@
 """Past one machine: a PostgreSQL standby promoted under load; an active worker and a hot standby."""
 import collections
 import json
+import re
 import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+import redis as redis_lib
+
+import dr
 
 from core.errors import DatabaseOperationalError
 from db import migrate
@@ -14,11 +18,12 @@ from db.pool import connect, is_outage, open_pool, transaction, translate_errors
 from devstack import chaintools
 from devstack.postgres import PostgresServer, PostgresStandby
 from devstack.procs import wait_until
-from tests.botharness import BotProcess, Db
+from devstack.redis import RedisSentinel, RedisServer
+from tests.botharness import ADMIN_ID, BotProcess, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
                                 user_with_wallet)
 from tests.conftest import make_settings
-from tests.test_bot_flows import Chat, hash_id
+from tests.test_bot_flows import Chat, hash_id, registered
 from tests.test_chain_outages import TriggerProxy, approved_withdrawal, assert_chain_matches_confirmed, statuses
 from tests.test_operations import dr as run_dr
 
@@ -236,3 +241,86 @@ def test_dr_recover_refuses_while_a_worker_holds_the_lease_and_runs_once_it_stop
     assert time.monotonic() - began < 15  # no waiting out the lease
     with psycopg.connect(db_url) as conn:  # and recover let it go too
         assert conn.execute("SELECT expires_at <= now() FROM worker_lease").fetchone()[0]
+
+
+# ---------------------------------------------------------------- Redis behind Sentinel
+
+@pytest.fixture
+def sentinels():
+    """A Redis master, one replica streaming from it, three Sentinels watching them."""
+    started = []
+    try:
+        master = RedisServer().start()
+        started.append(master)
+        replica = RedisServer(replica_of=master).start()
+        started.append(replica)
+        wait_until(lambda: replica.role() == "slave" and replica_in_sync(replica), 10, "the replica to sync")
+        watchers = []
+        for _ in range(3):
+            watchers.append(RedisSentinel(master).start())
+            started.append(watchers[-1])
+        wait_until(lambda: all(w.master_port() == master.port for w in watchers), 10, "the Sentinels")
+        yield master, replica, watchers
+    finally:
+        for service in reversed(started):
+            service.close()
+
+
+def replica_in_sync(replica: RedisServer) -> bool:
+    with redis_lib.Redis.from_url(replica.url(), socket_timeout=1) as client:
+        return client.info("replication").get("master_link_status") == "up"
+
+
+def test_a_sentinel_failover_mid_dialog_and_mid_burst_loses_and_doubles_nothing(api, db_url, anvil, token6,
+                                                                                 sentinels):
+    master, replica, watchers = sentinels
+    redis_env = {"REDIS_SENTINELS": ",".join(w.address for w in watchers),
+                 "REDIS_SENTINEL_SERVICE": RedisSentinel.SERVICE, "REDIS_URL": "redis://127.0.0.1:1/0",
+                 "REDIS_TIMEOUT_S": 0.5, "BREAKER_RESET_S": 1}
+    db = Db(db_url)
+    db.rows("INSERT INTO users (id, language) SELECT 11000 + n, 'en' FROM generate_series(1, 20) AS n")
+    worker = WorkerProcess(api, db_url, anvil.url, token6.address, TELEGRAM_MAX_MSG_PER_S=30, **redis_env).start()
+    bot = BotProcess(api, db_url, "redis://127.0.0.1:1/0", RPC_URL=anvil.url, TOKEN_ADDRESS=token6.address,
+                     DEPOSIT_ADDRESS=HOT_WALLET, **redis_env).start()
+    settings = make_settings(DATABASE_URL=db_url, **redis_env)
+    pool, client = open_pool(settings, "tests"), dr.redis_client(settings)
+    notifier = dr.NotificationService(client, dr.redis_breaker(settings), lambda: transaction(pool), 10_000)
+    try:
+        chat = registered(api, db, balance=50 * UNIT)
+        chat.send("/withdraw 5", contains="Confirm?")  # half-way: the dialog waits for Confirm
+        for n in range(200):
+            if n == 80:
+                client.execute_command("WAIT", 1, 2000)  # what the master acknowledged has reached the replica
+                master.kill()  # mid-burst; Sentinel promotes the replica
+                killed = time.monotonic()
+                assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+            notifier.notify(11001 + n % 20, "admin_dependency_back", {"name": f"notice-{n}", "process": "test"},
+                            f"sentinel-burst:{n}")
+        wait_until(lambda: all(w.master_port() == replica.port for w in watchers), 20, "Sentinel's promotion")
+        promoted_s = time.monotonic() - killed
+        wait_until(lambda: bot.breaker("redis") == "CLOSED" and worker.breaker("redis") == "CLOSED", 20,
+                   "bot and worker to follow the new master")
+        print(f"Sentinel promoted the replica {promoted_s:.1f} s after the kill; bot and worker on it "
+              f"{time.monotonic() - killed:.1f} s after")
+        chat.send("/withdraw 3", contains="Confirm?")  # a dialog on the promoted replica
+        assert "waiting for approval" in chat.press("Confirm", edited=True)["text"]
+        with redis_lib.Redis.from_url(replica.url()) as promoted:
+            assert promoted.keys(f"fsm:*:{chat.id}:*"), "the bot writes dialogs to the new master"
+
+        def burst() -> collections.Counter:
+            return collections.Counter(int(re.match(r"notice-(\d+) answers", m["text"]).group(1))
+                                       for c in range(11001, 11021) for m in api.messages(c)
+                                       if m["text"].startswith("notice-"))
+        wait_until(lambda: len(burst()) == 200, 60, "every notice of the burst delivered")
+        assert max(burst().values()) == 1  # none twice
+        requests = db.rows("SELECT id FROM withdrawals WHERE user_id = %s ORDER BY id", (chat.id,))
+        assert len(requests) == 2 and db.balance(chat.id) == 42 * UNIT  # each dialog made one withdrawal
+        def admin_notices(withdrawal_id: int) -> list[dict]:
+            return [m for m in api.messages(ADMIN_ID) if m["text"].startswith(f"#{withdrawal_id} user {chat.id}:")]
+        wait_until(lambda: all(admin_notices(row["id"]) for row in requests), 20, "the admins' money notices")
+        assert [len(admin_notices(row["id"])) for row in requests] == [1, 1]  # from the outbox: exactly once
+        assert "Traceback" not in worker.log() and "Traceback" not in bot.log()
+    finally:
+        bot.stop()
+        worker.stop()
+        pool.close()

@@ -14,16 +14,19 @@ import getpass
 import json
 import logging
 import os
+import socket
 import stat
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import redis
 from dotenv import set_key
 from eth_account import Account
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 from telebot.storage import StateStorageBase
 
 from chain import nonce_audit, reconciler, scanner, sender
@@ -31,11 +34,12 @@ from chain.rpc import ERC20_ABI, connect as chain_connect, is_transport_failure
 from core.amounts import format_amount
 from core.errors import BreakerOpen, DatabaseError, MigrationError
 from core.i18n import scan_progress
-from db import (blacklist, dialogs, hot_wallet, levels, migrate, notifications, service_status, stats,
+from db import (blacklist, dialogs, hot_wallet, leases, levels, migrate, notifications, service_status, stats,
                 system_settings, users, withdrawals)
 from db.pool import connect, is_outage, open_pool, transaction
 from db.watchdog import WATCHDOG
 from runtime import startup
+from runtime.leadership import WorkerLease
 from runtime.worker_context import build_worker_context
 
 log = logging.getLogger(__name__)
@@ -58,8 +62,9 @@ return 1
 
 
 def is_redis_outage(exc: BaseException) -> bool:
-    """Redis gave no usable answer (refused, timed out, still loading its data): counts against the breaker."""
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+    """Redis gave no usable answer (refused, timed out, still loading its data, a replica refusing writes in
+    a failover; no master known to the Sentinels): counts against the breaker."""
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError))
 
 
 def redis_key(key: tuple) -> str:
@@ -69,11 +74,20 @@ def redis_key(key: tuple) -> str:
 
 def redis_client(settings) -> redis.Redis:
     """A client whose every call fails within REDIS_TIMEOUT_S, with redis-py's own retries off: the
-    breaker owns retrying (redis-py 8 would otherwise retry a refused connection for seconds)."""
-    return redis.Redis.from_url(
-        settings.redis_url.reveal(), socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s, health_check_interval=0, decode_responses=True,
-        retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+    breaker owns retrying (redis-py 8 would otherwise retry a refused connection for seconds).
+
+    With REDIS_SENTINELS, the client of the master the Sentinels name (redis-py's Sentinel client): each new
+    connection asks them, so after a failover the breaker's next probe reaches the promoted replica."""
+    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s,
+                "retry": Retry(NoBackoff(), 0)}
+    if settings.redis_sentinels:
+        url = urlsplit(settings.redis_url.reveal())
+        sentinels = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=timeouts, **timeouts)
+        return sentinels.master_for(settings.redis_sentinel_service, password=url.password,
+                                    db=int(url.path.strip("/") or 0), health_check_interval=0,
+                                    decode_responses=True, retry_on_timeout=False, **timeouts)
+    return redis.Redis.from_url(settings.redis_url.reveal(), health_check_interval=0, decode_responses=True,
+                                retry_on_timeout=False, **timeouts)
 
 
 class DialogStore(StateStorageBase):
@@ -1103,6 +1117,7 @@ def database_report(conn) -> dict:
         "withdrawal_problems": withdrawals.with_problems(conn),
         "summary": stats.summary(conn),
         "liabilities": stats.liabilities(conn),
+        "worker_lease": leases.current(conn),
     }
 
 
@@ -1163,6 +1178,8 @@ def problems_of(report: dict) -> list[str]:
                             f"are stopped until `python dr.py reconcile`")
         if database["funds_short"]:
             problems.append(f"hot wallet: SHORT of funds for withdrawal #{database['funds_short'].get('withdrawal')}")
+        if not (database["worker_lease"] or {}).get("live"):
+            problems.append("no worker holds the lease: deposits, withdrawals and notices wait")
         scan_problem = (database["worker_rpc"] or {}).get("scan_problem")
         if scan_problem:
             problems.append(f"deposit scan: PROBLEM: {scan_problem}")
@@ -1191,6 +1208,16 @@ def exit_code_of(report: dict) -> int:
     return DEGRADED if report["problems"] else HEALTHY
 
 
+def lease_words(lease: dict | None) -> str:
+    """Which worker is active, from the lease row."""
+    if lease is None:
+        return "worker lease: never taken (no worker has run)"
+    if lease["live"]:
+        return (f"worker lease: held by {lease['holder']} (epoch {lease['epoch']}; it expires in "
+                f"{max(lease['expires_in_s'], 0):.0f} s unless renewed)")
+    return f"worker lease: free (last held by {lease['holder']}, epoch {lease['epoch']}): no worker is active"
+
+
 def memory_buffer_words(status: dict) -> str:
     """What a process keeps in memory while both stores are down, and what it had to drop since it started."""
     buffered, dropped = status.get("notices_buffered", 0), status.get("notices_dropped", 0)
@@ -1211,7 +1238,8 @@ def render_status(report: dict) -> list[str]:
         seen = ", ".join(f"{DEPENDENCY_NAMES.get(n, n)} {'healthy' if b['state'] == CLOSED else breaker_words(b)}"
                          for n, b in status["breakers"].items())
         alive = "alive" if status["alive"] else "STALE"
-        lines.append(f"{process}: {alive}, heartbeat {status['age_s']:.0f} s ago; sees {seen}"
+        role = f" ({status['lease']['role']})" if status.get("lease") else ""
+        lines.append(f"{process}: {alive}{role}, heartbeat {status['age_s']:.0f} s ago; sees {seen}"
                      + memory_buffer_words(status))
     automatic = any(s and s["alive"] and s["breakers"].get("rpc", {}).get("state") not in (None, CLOSED)
                     for s in report["processes"].values())
@@ -1225,6 +1253,7 @@ def render_status(report: dict) -> list[str]:
                      f"dialog states waiting for Redis {queues['dialogs']}; deposits waiting for the network "
                      f"{queues['network_recovery']}; withdrawals approved {queues['approved']}, signed or sent "
                      f"{queues['in_flight']}")
+        lines.append(lease_words(database["worker_lease"]))
         if database["worker_rpc"]:
             lines.append("deposit scan: " + scan_progress(database["worker_rpc"], "en")
                          + (f"; {report['chain']['scan_lag_blocks']} block(s) behind the head"
@@ -1304,9 +1333,13 @@ def run_recover(settings, dry_run: bool = False) -> int:
         return print_recovery_plan(settings)
     startup.require_or_exit(settings, "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY")
     wctx = build_worker_context(settings, "dr-recover", rpc_breaker(settings), pg_breaker(settings))
-    started = time.monotonic()
+    started, stop, lease_thread = time.monotonic(), threading.Event(), None
     try:
         redis_part = recover_redis_by_hand(settings, wctx)
+        lease_thread = take_worker_lease(wctx, stop)
+        if lease_thread is None:
+            print(f"recover: {redis_part}")
+            return 1
         progress("chain: scanning deposits", started)
         deposit_monitor = scanner.DepositMonitor(wctx)
         recorded = deposit_monitor.scan()
@@ -1321,10 +1354,30 @@ def run_recover(settings, dry_run: bool = False) -> int:
         log.exception("recover failed")
         startup.fail(f"recover: stopped by {type(exc).__name__}: {exc}; run it again once the cause is fixed")
     finally:
+        stop.set()
+        if lease_thread is not None:
+            lease_thread.join(timeout=10)  # it lets the lease go, so the worker need not wait for it to expire
         wctx.pool.close()
     print(f"recover: {redis_part}; {recorded} transfer(s) recorded, {reopened} outage deposit request(s) "
           f"reopened, {settled} withdrawal(s) settled in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def take_worker_lease(wctx, stop: threading.Event) -> threading.Thread | None:
+    """The chain side acts like the worker, so it needs the worker lease; refuse (and say who has it) while a
+    worker holds it. Renewed by the thread returned until `stop`, then released."""
+    lease = WorkerLease(wctx.transaction, site=f"dr-recover:{socket.gethostname()}:{os.getpid()}")
+    if not lease.renew():
+        with wctx.transaction() as conn:
+            holder = leases.current(conn)
+        print(f"recover: the chain side was not run: {holder['holder']} holds the worker lease (epoch "
+              f"{holder['epoch']}, {max(holder['expires_in_s'], 0):.0f} s left) and does this work itself; stop that "
+              f"worker (systemctl stop worker) to run it by hand", file=sys.stderr)
+        return None
+    wctx.lease = lease
+    thread = threading.Thread(target=lease.keep, args=(stop,), name="dr-recover-lease", daemon=True)
+    thread.start()
+    return thread
 
 
 def recover_redis_by_hand(settings, wctx) -> str:

@@ -13,6 +13,7 @@ then exits.
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -24,10 +25,11 @@ from botapi import delivery
 from botapi.pacing import Pacer
 from chain import reconciler, scanner, sender
 from chain.rpc import is_transport_failure
-from core.errors import BreakerOpen
+from core.errors import BreakerOpen, LeaseLost
 from db import notifications, service_status
 from db.pool import is_outage
 from runtime import startup
+from runtime.leadership import WorkerLease
 from runtime.worker_context import WorkerContext, build_worker_context
 
 log = logging.getLogger("worker")
@@ -40,14 +42,17 @@ FALLBACK_INTERVAL_S = 5  # the report's fallback processor
 DRAIN_BUDGET_S = 5  # longest one delivery job keeps the scheduler thread (the stream consumer shares it)
 
 
-def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool):
-    """Run `job` so that no exception stops the loop; chain jobs sit out maintenance mode."""
+def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool, needs_lease: bool):
+    """Run `job` so that no exception stops the loop; chain jobs sit out maintenance mode, and jobs that act
+    (chain, delivery) run only in the active worker."""
     def run():
         if uses_chain and wctx.settings.blockchain_maintenance_mode:
             return
+        if needs_lease and not wctx.lease.active():
+            return
         try:
             job()
-        except BreakerOpen as exc:
+        except (BreakerOpen, LeaseLost) as exc:
             log.debug("%s skipped: %s", name, exc)
         except Exception as exc:
             if is_transport_failure(exc) or dr.is_redis_outage(exc) or is_outage(exc):
@@ -64,11 +69,13 @@ def report_status(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis
               "maintenance": wctx.settings.blockchain_maintenance_mode,
               "scan_problem": deposit_monitor.problem, "funds_problem": withdrawal_sender.funds_problem,
               "scanned_block": deposit_monitor.scanned_to, "finalized_block": deposit_monitor.finalized,
-              "notices_buffered": redis.notifier.buffered, "notices_dropped": redis.notifier.dropped}
+              "notices_buffered": redis.notifier.buffered, "notices_dropped": redis.notifier.dropped,
+              "lease": wctx.lease.report()}
     breakers = [breaker, wctx.pg_breaker, wctx.redis_breaker]
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)  # first: also with PostgreSQL down
     with wctx.transaction() as conn:
-        service_status.put(conn, "rpc", status)
+        if wctx.lease.active():  # the chain picture the bot and dr.py status go by is the active worker's
+            service_status.put(conn, "rpc", status)
         status["notifications_pending"] = notifications.pending_count(conn)
     dr.write_status_file(wctx.settings.state_dir, "worker", breakers, status)
 
@@ -87,10 +94,10 @@ def chain_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender) -> list:
     """Jobs that talk to the node: a frozen RPC may hold them up, never the others."""
     every = wctx.settings.worker_interval_s
     return [
-        ("scan_deposits", every, deposit_monitor.scan, True),
-        ("network_recovery", every, lambda: scanner.finish_network_recovery(wctx, deposit_monitor), True),
-        ("send_withdrawals", every, withdrawal_sender.run, True),
-        ("reconcile_withdrawals", every, lambda: reconciler.reconcile(wctx), True),
+        ("scan_deposits", every, deposit_monitor.scan, True, True),
+        ("network_recovery", every, lambda: scanner.finish_network_recovery(wctx, deposit_monitor), True, True),
+        ("send_withdrawals", every, withdrawal_sender.run, True, True),
+        ("reconcile_withdrawals", every, lambda: reconciler.reconcile(wctx), True, True),
     ]
 
 
@@ -98,25 +105,25 @@ def other_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis: R
     """Delivery, the fallback processor, the stream consumer, expiry, status and warmup."""
     every = wctx.settings.worker_interval_s
     stopping = wctx.stopping
-    return [
+    return [  # (name, interval, job, uses the chain, only in the active worker)
         ("deliver_outbox", every, lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, pacer=pacer),
-         False),
+         False, True),
         ("process_fallback", FALLBACK_INTERVAL_S,
          lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, table=notifications.FALLBACK, pacer=pacer,
-                                sent_keys=redis.sent_keys), False),
-        ("consume_stream", every, lambda: redis.stream.run(stopping=stopping), False),
-        ("flush_notice_buffer", every, redis.notifier.flush, False),
-        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False),
+                                sent_keys=redis.sent_keys), False, True),
+        ("consume_stream", every, lambda: redis.stream.run(stopping=stopping), False, True),
+        ("flush_notice_buffer", every, redis.notifier.flush, False, False),
+        ("expire_deposit_requests", EXPIRY_INTERVAL_S, lambda: scanner.expire_requests(wctx), False, True),
         ("report_status", STATUS_INTERVAL_S,
-         lambda: report_status(wctx, deposit_monitor, withdrawal_sender, redis), False),
-        ("warmup_cache", WARMUP_INTERVAL_S, lambda: dr.warmup(redis.cache, wctx.transaction), False),
+         lambda: report_status(wctx, deposit_monitor, withdrawal_sender, redis), False, False),
+        ("warmup_cache", WARMUP_INTERVAL_S, lambda: dr.warmup(redis.cache, wctx.transaction), False, False),
     ]
 
 
 def scheduler_for(jobs: list, wctx: WorkerContext) -> schedule.Scheduler:
     scheduler = schedule.Scheduler()
-    for name, seconds, job, uses_chain in jobs:
-        scheduler.every(seconds).seconds.do(guarded(name, job, wctx, uses_chain))
+    for name, seconds, job, uses_chain, needs_lease in jobs:
+        scheduler.every(seconds).seconds.do(guarded(name, job, wctx, uses_chain, needs_lease))
     return scheduler
 
 
@@ -153,6 +160,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     startup.reload_on_sighup(wctx.watcher)
+    wctx.lease = WorkerLease(wctx.transaction, site=f"{socket.gethostname()}:{settings.state_dir.resolve()}")
+    wctx.lease.renew()  # active at once when the lease is free (or was this site's)
+    lease_thread = threading.Thread(target=wctx.lease.keep, args=(stop,), name="worker-lease")
+    lease_thread.start()
     deposit_monitor, withdrawal_sender = scanner.DepositMonitor(wctx), sender.WithdrawalSender(wctx)
     chain = scheduler_for(chain_jobs(wctx, deposit_monitor, withdrawal_sender), wctx)
     others = scheduler_for(other_jobs(wctx, deposit_monitor, withdrawal_sender, redis, pacer), wctx)
@@ -162,6 +173,7 @@ def main() -> int:
              settings.deposit_address, wctx.chain.hot_wallet)
     run_loop(others, stop)
     chain_thread.join()  # SIGTERM: the chain job in progress finishes
+    lease_thread.join()  # then the lease is let go: a standby takes over at once
     log.info("worker stopped")
     wctx.pool.close()
     return 0

@@ -59,6 +59,8 @@ def reconcile_one(wctx, row: dict, head: int) -> int:
 def resend_forgotten(wctx, row: dict, latest: dict, attempts: list[dict], head: int) -> None:
     """The node lost our newest attempt (restart, mempool eviction): send the same bytes again."""
     chain = wctx.chain
+    with wctx.transaction() as conn:
+        wctx.fence(conn)  # a worker that lost the lease sends nothing
     log.warning("withdrawal #%s: node does not know tx %s; re-sending the same bytes", row["id"], latest["tx_hash"])
     if chain.send_raw(bytes(latest["raw_tx"]), row["nonce"]) == NONCE_USED:
         settle_spent_nonce(wctx, row, attempts, head)

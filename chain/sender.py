@@ -6,6 +6,9 @@ After a crash anywhere, the stored bytes are sent again. Further attempts are on
 ever made at the same nonce (a re-priced replacement, or a cancel that transfers
 nothing to the hot wallet itself), so at most one of them can be mined.
 
+Only the active worker acts: signing, sending and replacing each check the worker lease
+(holder and epoch) in the transaction that records them (LeaseLost otherwise).
+
 Each row stands alone: a row the node refuses with an unexpected error gets its
 problem recorded, admins alerted once, and its nonce freed by a cancel, so the rows
 behind it are still sent.
@@ -17,7 +20,7 @@ from web3.exceptions import Web3RPCError
 
 from chain.rpc import NO_GAS_FUNDS, UNDERPRICED, WITHDRAWAL_GAS_LIMIT, SignedTransfer, is_transport_failure
 from core import fees as fee_rules
-from core.errors import BreakerOpen, InvalidTransition
+from core.errors import BreakerOpen, InvalidTransition, LeaseLost
 from core.fees import GWEI, Fees
 from db import hot_wallet, notifications, service_status, withdrawal_attempts, withdrawals
 
@@ -76,6 +79,7 @@ class WithdrawalSender:
         signed = chain.sign_transfer(row["to_address"], row["amount"], nonce, fees)
         try:
             with self.wctx.transaction() as conn:  # committed before a single byte leaves
+                self.wctx.fence(conn)  # only the active worker signs: a stale one gets LeaseLost here
                 withdrawals.mark_signed(conn, row["id"], from_address=chain.hot_wallet, nonce=nonce,
                                         tx_hash=signed.tx_hash, raw_tx=signed.raw, fees=fees)
         except InvalidTransition:
@@ -161,8 +165,8 @@ def isolated(wctx, row: dict, doing: str, action) -> None:
     """Run `action` for one row; an error that is not an RPC outage is recorded on that row alone."""
     try:
         action()
-    except BreakerOpen:
-        raise
+    except (BreakerOpen, LeaseLost):
+        raise  # not this row's problem: a dependency is down, or another worker is the active one
     except Exception as exc:
         if is_transport_failure(exc):
             raise  # an outage: every row would fail the same way; the breaker handles it
@@ -184,6 +188,7 @@ def note_problem(wctx, row: dict, kind: str, text: str) -> None:
 def send_latest(wctx, row: dict) -> None:
     """Send the newest attempt at the row's nonce."""
     with wctx.transaction() as conn:
+        wctx.fence(conn)  # a worker that lost the lease sends nothing
         attempts = withdrawal_attempts.at_current_nonce(conn, row)
     send(wctx, row, attempts[0], attempts)
 
@@ -210,6 +215,7 @@ def send(wctx, row: dict, attempt: dict, attempts: list[dict], reprice: bool = T
         note_problem(wctx, row, "no-gas", "the hot wallet cannot pay the gas; top it up with the native coin")
         return
     with wctx.transaction() as conn:
+        wctx.fence(conn)
         withdrawals.mark_broadcast(conn, row["id"])
     log.info("withdrawal #%s: %s attempt %s broadcast (%s)", row["id"], attempt["kind"].lower(),
              attempt["tx_hash"], outcome)
@@ -234,6 +240,7 @@ def replace(wctx, row: dict, attempts: list[dict], kind: str) -> None:
     else:
         signed = chain.sign_cancel(row["nonce"], fees)
     with wctx.transaction() as conn:  # stored before it is sent, like the first attempt
+        wctx.fence(conn)
         attempt = withdrawals.add_attempt(conn, row["id"], kind, tx_hash=signed.tx_hash, raw_tx=signed.raw,
                                           fees=fees)
         current = withdrawals.get(conn, row["id"])

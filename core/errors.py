@@ -67,3 +67,7 @@ class WalletInUse(AppError):
 
 class RebindRefused(MoneyRuleError):
     """The user has open deposit requests or withdrawals in flight, so the wallet cannot change now."""
+
+
+class LeaseLost(AppError):
+    """This process does not hold the worker lease (or no longer at its epoch): it must not act on the chain."""

@@ -85,14 +85,20 @@ class SecretEndpoint(SecretUrl):
 
 
 def redact_url(url: str) -> str:
-    """Replace the password of `url` (if any) with ***."""
+    """Replace the password of `url` (if any) with ***; several hosts (h1:5432,h2:5432) stay as written."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hosts}"))
+
+
+def _check_hosts(netloc: str) -> None:
+    """libpq's multi-host form: host[:port] separated by commas, each port a number."""
+    for host in netloc.rpartition("@")[2].split(","):
+        port = host.rpartition(":")[2] if ":" in host and not host.endswith("]") else ""
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(f"malformed URL: bad host {host!r}")
 
 
 # ---- parsers: each takes the raw text and returns the value or raises ValueError(reason)
@@ -101,9 +107,12 @@ def _url(*schemes: str, secret: type | None = None):
     def parse(text: str):
         try:
             parts = urlsplit(text)
-            parts.port  # raises ValueError on a malformed port
-        except ValueError:
-            raise ValueError("malformed URL") from None
+            if parts.scheme.startswith("postgres") and "," in parts.netloc:
+                _check_hosts(parts.netloc)  # a primary and its standbys: libpq picks the one that fits
+            else:
+                parts.port  # raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(str(exc) if str(exc).startswith("malformed") else "malformed URL") from None
         if parts.scheme not in schemes:
             raise ValueError(f"malformed URL: scheme must be one of {', '.join(schemes)}")
         if not parts.hostname and not (parts.scheme == "unix" and parts.path):
@@ -160,6 +169,23 @@ def _address(text: str) -> str:
 
 def _address_list(text: str) -> tuple:
     return tuple(_address(item.strip()) for item in text.split(",") if item.strip())
+
+
+def _host_ports(text: str) -> tuple:
+    """host:port,host:port -> ((host, port), ...)"""
+    found = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", text):
+        raise ValueError("letters, digits, '_', '.', '-' (at most 64)")
+    return text
 
 
 def _private_key(text: str) -> Secret:
@@ -227,6 +253,10 @@ VARIABLES = (
         "PostgreSQL URL, e.g. postgresql://bot:pw@127.0.0.1:5432/bot (password is secret)", True),
     Var("REDIS_URL", _url("redis", "rediss", "unix", secret=SecretUrl), "redis://127.0.0.1:6379/0",
         "Redis URL (password is secret)", True),
+    Var("REDIS_SENTINELS", _host_ports, "",
+        "comma-separated host:port of Redis Sentinels; when set, Redis is the master they name (REDIS_URL then "
+        "gives only the password and database number)"),
+    Var("REDIS_SENTINEL_SERVICE", _name, "mymaster", "the master's name in the Sentinels' configuration"),
     Var("RPC_URL", _url("http", "https", secret=SecretEndpoint), "http://127.0.0.1:8545",
         "EVM JSON-RPC endpoint (an API key in its path is treated as secret)", True),
     Var("CHAIN_ID", _integer(1), "31337", "EVM chain id the hot wallet signs for"),

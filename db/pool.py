@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import psycopg
 from psycopg.adapt import Loader
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from core.errors import DatabaseError, DatabaseInterfaceError, DatabaseOperationalError
@@ -73,6 +73,7 @@ def open_pool(settings, application_name: str) -> AppPool:
     def check(conn) -> None:
         with WATCHDOG.guard(conn, deadline_s):  # a frozen server must not hang the check
             ConnectionPool.check_connection(conn)
+            refuse_read_only(conn)
 
     pool = AppPool(
         settings.database_url.reveal(),
@@ -89,6 +90,18 @@ def open_pool(settings, application_name: str) -> AppPool:
     pool.query_timeout_s = deadline_s
     pool.open(wait=False)
     return pool
+
+
+def refuse_read_only(conn) -> None:
+    """Raise for a connection to a server that cannot write (a standby, or a primary demoted to one), so the
+    pool drops it and opens a new one: libpq's target_session_attrs=read-write then finds the primary."""
+    autocommit, conn.autocommit = conn.autocommit, True
+    try:
+        read_only = conn.cursor(row_factory=tuple_row).execute("SHOW transaction_read_only").fetchone()[0]
+    finally:
+        conn.autocommit = autocommit
+    if read_only == "on":
+        raise psycopg.OperationalError("the server is read-only (a standby): not the primary")
 
 
 @contextlib.contextmanager
@@ -120,7 +133,8 @@ def translate_errors():
     """Turn psycopg's exceptions into ours; anything else passes through untouched."""
     try:
         yield
-    except psycopg.OperationalError as exc:  # includes psycopg_pool.PoolTimeout
+    except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:  # PoolTimeout too
+        # 25006 read_only_sql_transaction: this connection reached a standby (a failover is under way)
         raise DatabaseOperationalError(_describe(exc)) from exc
     except psycopg.InterfaceError as exc:
         raise DatabaseInterfaceError(_describe(exc)) from exc

@@ -14,6 +14,7 @@ from botapi import client
 from chain.rpc import Chain, connect
 from chain.token import TokenInfo
 from core.amounts import format_amount
+from core.errors import LeaseLost
 from core.settings import SettingsWatcher
 from db.pool import open_pool, transaction
 from runtime.startup import token_info_or_exit
@@ -31,6 +32,13 @@ class WorkerContext:
     stop: threading.Event
     pg_breaker: object
     redis_breaker: object = None  # set by worker.py, which uses Redis (dr.py recover builds its own)
+    lease: object = None  # runtime.leadership.WorkerLease: set by whoever acts on the chain
+
+    def fence(self, conn) -> None:
+        """In the transaction recording a chain action: LeaseLost unless this process is the active worker."""
+        if self.lease is None:
+            raise LeaseLost("this process holds no worker lease")
+        self.lease.fence(conn)
 
     @property
     def settings(self):

@@ -53,6 +53,15 @@ class ProgramProcess:
             raise AssertionError(f"{self.script} exited with {self.process.returncode}:\n{self.log()}")
         return self
 
+    def freeze_process(self) -> None:
+        """SIGSTOP: the process keeps its connections and its beliefs, and does nothing."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw_process(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """kill -9: no chance to finish anything."""
         if self.process and self.process.poll() is None:

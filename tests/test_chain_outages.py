@@ -6,6 +6,7 @@ wallet on chain must equal the CONFIRMED withdrawals: none lost, none paid twice
 """
 import collections
 import socket
+import tempfile
 import threading
 
 import pytest
@@ -19,6 +20,7 @@ from devstack import chaintools, tcpproxy
 from devstack.procs import wait_until
 from devstack.tcpproxy import TcpProxy
 from dr import pg_breaker, rpc_breaker
+from runtime.leadership import WorkerLease
 from runtime.worker_context import build_worker_context
 from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
@@ -48,6 +50,7 @@ class Workers:
 
     def configure(self, api, db_url: str, rpc_url: str, token_address: str, w3, **env) -> "Workers":
         env.setdefault("SCAN_START_BLOCK", w3.eth.block_number + 1)  # the session chain has history
+        env.setdefault("STATE_DIR", tempfile.mkdtemp(prefix="worker-state-"))  # restarts on one machine: one site
         self.config = (api, db_url, rpc_url, token_address, env)
         return self
 
@@ -455,9 +458,12 @@ def sign_like_the_worker(db_url: str, rpc_url: str, token_address: str) -> tuple
     settings = make_settings(DATABASE_URL=db_url, RPC_URL=rpc_url, TOKEN_ADDRESS=token_address, CHAIN_ID=CHAIN_ID,
                              HOT_WALLET_PRIVATE_KEY=HOT_WALLET_KEY, BOT_TOKEN="123456:TEST-token_value")
     wctx = build_worker_context(settings, "test-signer", rpc_breaker(settings), pg_breaker(settings))
+    wctx.lease = WorkerLease(wctx.transaction, site="test-signer")
     try:
+        assert wctx.lease.renew()
         return WithdrawalSender(wctx).sign_next()
     finally:
+        wctx.lease.release()  # so the worker started next need not wait out the lease of this "dead" one
         wctx.pool.close()
 
 

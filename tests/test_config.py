@@ -130,6 +130,23 @@ def test_require_names_every_missing_variable_in_one_message():
         ["BOT_TOKEN", "TOKEN_ADDRESS", "HOT_WALLET_PRIVATE_KEY"]
 
 
+def test_a_database_url_may_name_a_primary_and_its_standbys():
+    url = f"postgresql://bot:{DB_PASSWORD}@10.0.0.1:5432,10.0.0.2:5433/bot?target_session_attrs=read-write"
+    settings = load(env(DATABASE_URL=url))
+    assert settings.database_url.reveal() == url
+    assert DB_PASSWORD not in repr(settings) and "10.0.0.1:5432,10.0.0.2:5433/bot" in str(settings.database_url)
+    with pytest.raises(ConfigError, match="bad host '10.0.0.2:port'"):
+        load(env(DATABASE_URL="postgresql://bot@10.0.0.1:5432,10.0.0.2:port/bot"))
+
+
+def test_redis_sentinels_are_host_port_pairs():
+    settings = load(env(REDIS_SENTINELS="10.0.0.1:26379, 10.0.0.2:26380", REDIS_SENTINEL_SERVICE="bot-redis"))
+    assert settings.redis_sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380))
+    assert settings.redis_sentinel_service == "bot-redis" and load(env()).redis_sentinels == ()
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS: '10.0.0.1' is not host:port"):
+        load(env(REDIS_SENTINELS="10.0.0.1"))
+
+
 def test_secrets_never_in_repr_str_or_errors():
     settings = load(env(BOT_TOKEN=TOKEN, HOT_WALLET_PRIVATE_KEY=KEY,
                         DATABASE_URL=f"postgresql://bot:{DB_PASSWORD}@127.0.0.1:5432/bot",

@@ -31,7 +31,7 @@ from devstack import chaintools, procs
 from devstack.console import ADMIN_ID, CONFIRMATIONS, DECIMALS, FIRST_USER_ID, HOT_WALLET_KEY, USER_KEYS, Session
 from devstack.drill_invariants import (Notice, all_hold, balance_mismatches, invariant_rows, log_errors,
                                        render_rows, tally_deposits, tally_notices, tally_withdrawals)
-from devstack.drill_proxy import DROP, RESPONSE
+from devstack.rpctap import DROP, RESPONSE
 from devstack.drill_stack import Stack
 
 UNIT = 10**DECIMALS
@@ -253,7 +253,7 @@ class Drill:
     def wait_notice(self, user_id: int, contains: str, timeout_s: float = 30.0) -> dict:
         try:
             return self.stack.api.wait_for(user_id, contains=contains, timeout=timeout_s)
-        except AssertionError as exc:
+        except AssertionError:
             raise DrillFailed(f"user {user_id} never got a notice containing {contains!r} "
                               f"within {timeout_s:.0f} s") from None
 
@@ -381,7 +381,7 @@ class Drill:
                               r"(\d+) user\(s\) warmed in ([\d.]+) s")
         found = lambda: [m for text in (stack.bot.log()[logs_at[0]:], stack.worker.log()[logs_at[1]:])
                          for m in recovery.finditer(text)]
-        took = wait(lambda: found(), 30, "the recovery after Redis returned (bot or worker log)")
+        wait(lambda: found(), 30, "the recovery after Redis returned (bot or worker log)")
         moved = found()
         notices, dialogs = sum(int(m.group(1)) for m in moved), sum(int(m.group(2)) for m in moved)
         tl.say(f"recovery: {notices} notice(s) and {dialogs} dialog state(s) moved back to Redis, "
@@ -401,7 +401,7 @@ class Drill:
 
         expected = {(chat_id, render("en", payload)[0]) for chat_id, payload, _ in burst.plan()}
         delivered = lambda: len(expected & set(self.sent_messages()))
-        took = wait(lambda: delivered() == len(expected), 90, "every burst notice to reach its chat", 0.25)
+        wait(lambda: delivered() == len(expected), 90, "every burst notice to reach its chat", 0.25)
         split = dict((r["status"], r["n"]) for r in stack.rows(
             "SELECT status, count(*) AS n FROM notification_queue_fallback WHERE idempotency_key LIKE 'drill:burst:%%' "
             "GROUP BY status"))
@@ -582,7 +582,7 @@ class Drill:
         worker.start()
         worker.wait_started()
         tl.say(f"worker restarted (pid {worker.process.pid}) after {time.monotonic() - killed_at:.1f} s")
-        message = self.wait_notice(1004, f"Withdrawal #{withdrawal_id} of 7 USDT is confirmed")
+        self.wait_notice(1004, f"Withdrawal #{withdrawal_id} of 7 USDT is confirmed")
         tx_hashes = [e["tx_hash"].lower() for e in chaintools.transfer_events(stack.w3, stack.token, self.first_block)
                      if e["from"] == HOT_WALLET and e["value"] == 7 * UNIT]
         final = stack.rows("SELECT status, tx_hash FROM withdrawals WHERE id = %s", (withdrawal_id,))[0]

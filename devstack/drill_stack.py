@@ -23,7 +23,7 @@ from core.settings import VARIABLES
 from devstack import chaintools, procs
 from devstack.anvil import AnvilNode, ensure_node_modules
 from devstack.console import (ADMIN_ID, CONFIRMATIONS, HOT_WALLET_KEY, prepare_chain, prepare_database)
-from devstack.drill_proxy import RpcTap
+from devstack.rpctap import RpcTap
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 from devstack.telegram_api import BotApiStandIn

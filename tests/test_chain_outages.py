@@ -5,9 +5,7 @@ subprocess. In every test that sends withdrawals, the token transfers from the h
 wallet on chain must equal the CONFIRMED withdrawals: none lost, none paid twice.
 """
 import collections
-import socket
 import tempfile
-import threading
 
 import pytest
 from eth_account import Account
@@ -16,8 +14,9 @@ from web3.exceptions import TransactionNotFound
 
 from chain import rpc
 from chain.sender import WithdrawalSender
-from devstack import chaintools, tcpproxy
+from devstack import chaintools
 from devstack.procs import wait_until
+from devstack.rpctap import DROP, RpcTap
 from devstack.tcpproxy import TcpProxy
 from dr import pg_breaker, rpc_breaker
 from runtime.leadership import WorkerLease
@@ -31,7 +30,6 @@ USDT = 10**6  # base units of one token of a 6-decimal token
 CHAIN_ID = 31337
 BREAKER_DOWN = ("OPEN", "HALF_OPEN")
 DEPOSIT_GAS = 100_000
-DROP = object()  # a TriggerProxy action returning this swallows the request it fired on
 
 
 # ---------------------------------------------------------------- fixtures and helpers
@@ -85,83 +83,6 @@ def workers():
     runs.stop_all()
     for run in runs.runs:  # shown by pytest when the test failed
         print(f"===== worker log {run.log_path} (last 6000 chars)\n{run.log()[-6000:]}")
-
-
-class TriggerProxy(TcpProxy):
-    """A TcpProxy that runs an action once when a request naming a JSON-RPC method passes.
-
-    on="request": right before the request is forwarded. arm("eth_sendRawTransaction",
-    node.freeze) freezes the node at the very moment the worker broadcasts; the request
-    then sits unread in the frozen node's socket. on="response": right before the node's
-    answer to that request is passed back (the node has acted on it; the caller does not
-    know yet). An action returning DROP swallows the request or answer and cuts the link.
-    """
-
-    def __init__(self, target_port: int):
-        super().__init__(target_port)
-        self._armed: dict[bytes, tuple] = {}
-        self._arm_lock = threading.Lock()
-
-    def arm(self, method: str, action, on: str = "request") -> threading.Event:
-        assert on in ("request", "response")
-        fired = threading.Event()
-        with self._arm_lock:
-            self._armed[f'"{method}"'.encode()] = (action, fired, on)
-        return fired
-
-    def _take(self, chunk: bytes) -> list[tuple]:
-        with self._arm_lock:
-            return [self._armed.pop(marker) for marker in [m for m in self._armed if m in chunk]]
-
-    @staticmethod
-    def _run(triggers: list[tuple]) -> bool:
-        """Run the actions; False when one of them says DROP."""
-        forward = True
-        for action, fired, _ in triggers:
-            if action() is DROP:
-                forward = False
-            fired.set()
-        return forward
-
-    def _open_link(self, client: socket.socket) -> None:
-        client.settimeout(None)
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=tcpproxy.CONNECT_TIMEOUT_S)
-        except OSError:
-            tcpproxy.close_quietly(client)
-            return
-        upstream.settimeout(None)
-        if not self._track(client, upstream):
-            return
-        on_response: list[tuple] = []  # triggers waiting for the answer on this link
-        backward = threading.Thread(target=self._pump, args=(upstream, client, on_response, None), daemon=True)
-        backward.start()
-        self._pump(client, upstream, None, on_response)
-        backward.join()
-        self._untrack(client, upstream)
-
-    def _pump(self, source: socket.socket, sink: socket.socket, fire_from: list | None,
-              defer_to: list | None) -> None:
-        """Copy bytes like tcpproxy.pump, running triggers on the way (requests: defer_to; answers: fire_from)."""
-        try:
-            while chunk := source.recv(tcpproxy.CHUNK_BYTES):
-                if defer_to is not None:
-                    triggers = self._take(chunk)
-                    defer_to.extend(t for t in triggers if t[2] == "response")
-                    forward = self._run([t for t in triggers if t[2] == "request"])
-                else:
-                    triggers, fire_from[:] = list(fire_from), []
-                    forward = self._run(triggers)
-                if not forward:
-                    break
-                sink.sendall(chunk)
-            else:
-                sink.shutdown(socket.SHUT_WR)
-                return
-        except OSError:
-            pass
-        tcpproxy.shutdown_quietly(source)
-        tcpproxy.shutdown_quietly(sink)
 
 
 class Depositor:
@@ -404,7 +325,7 @@ def test_frozen_node_during_a_scan_and_a_broadcast_leaves_other_jobs_running(api
     fund_users(db, w3, token.address, {user_id: key}, 10**12)
     chaintools.mint(w3, token.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
     first_block = w3.eth.block_number
-    proxy = TriggerProxy(own_anvil.port).start()
+    proxy = RpcTap(own_anvil.port).start()
     try:
         workers.configure(api, db_url, proxy.url, token.address, w3, CONFIRMATIONS=3).start()
 
@@ -532,7 +453,7 @@ def test_chaos_kill_9_twice_while_sending_eight_withdrawals(api, db, db_url, anv
     ids = [approved_withdrawal(db, user_id, to, amount) for to, amount in wanted.items()]
     in_flight = lambda: counted(db, "SIGNED", "BROADCAST")
     signed_row = lambda: db.rows("SELECT * FROM withdrawals WHERE status = 'SIGNED'")
-    proxy = TriggerProxy(anvil.port).start()
+    proxy = RpcTap(anvil.port).start()
     try:
         workers.configure(api, db_url, proxy.url, token6.address, w3, CONFIRMATIONS=40)
 

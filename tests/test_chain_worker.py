@@ -18,10 +18,11 @@ from dr import CircuitBreaker
 
 from devstack import chaintools
 from devstack.procs import wait_until
+from devstack.rpctap import RpcTap
 from tests.botharness import ADMIN_ID, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, RpcProxy, WorkerProcess,
                                 accept_hot_wallet_history, user_with_wallet)
-from tests.test_chain_outages import TriggerProxy, wait_for_more_status_reports
+from tests.test_chain_outages import wait_for_more_status_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_ID = 5001
@@ -128,7 +129,7 @@ def test_reorged_transfer_is_never_credited(api, db, db_url, anvil, w3, token6):
         kept.append(chaintools.transfer(w3, token6.address, USER_KEYS[0], HOT_WALLET, 22 * 10**6))
         chaintools.mine(w3, 5)
 
-    proxy = TriggerProxy(target_port=anvil.port).start()
+    proxy = RpcTap(target_port=anvil.port).start()
     fired = proxy.arm("eth_getLogs", reorg, on="response")
     worker = start_worker(api, db_url, proxy.url, token6, w3, CONFIRMATIONS=3, SCAN_START_BLOCK=first)
     try:

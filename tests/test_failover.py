@@ -18,13 +18,14 @@ from db.pool import connect, is_outage, open_pool, transaction, translate_errors
 from devstack import chaintools
 from devstack.postgres import PostgresServer, PostgresStandby
 from devstack.procs import wait_until
+from devstack.rpctap import RpcTap
 from devstack.redis import RedisSentinel, RedisServer
 from tests.botharness import ADMIN_ID, BotProcess, Db
 from tests.chainharness import (HOT_WALLET, HOT_WALLET_KEY, USER_KEYS, WorkerProcess, accept_hot_wallet_history,
                                 user_with_wallet)
 from tests.conftest import make_settings
 from tests.test_bot_flows import Chat, hash_id, registered
-from tests.test_chain_outages import TriggerProxy, approved_withdrawal, assert_chain_matches_confirmed, statuses
+from tests.test_chain_outages import approved_withdrawal, assert_chain_matches_confirmed, statuses
 from tests.test_operations import dr as run_dr
 
 UNIT = 10**6
@@ -180,7 +181,7 @@ def test_the_standby_takes_over_and_every_withdrawal_is_paid_once(api, db_url, a
     chaintools.mint(w3, token6.address, chaintools.DEPLOYER_KEY, HOT_WALLET, 10**12)
     first_block = w3.eth.block_number
     accept_hot_wallet_history(db_url, anvil.url)
-    path = TriggerProxy(target_port=anvil.port).start()  # the active worker's way to the node
+    path = RpcTap(target_port=anvil.port).start()  # the active worker's way to the node
     env = {"SCAN_START_BLOCK": first_block + 1, "CONFIRMATIONS": 1}
     active = WorkerProcess(api, db_url, path.url, token6.address, **env).start()
     standby = None

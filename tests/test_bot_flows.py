@@ -578,12 +578,13 @@ def test_settings_are_validated(admin, db):
     admin.send("/set nosuch 1", contains="Usage")
     admin.send("/set min_withdrawal 2.50", exactly="min_withdrawal = 2.5")
     admin.send("/set support_contact @desk_of_support", contains="support_contact")
-    assert "Questions? Write to @desk_of_support." in Chat(admin.api).send("/help")["text"]  # users see it
     try:
+        assert "Questions? Write to @desk_of_support." in Chat(admin.api).send("/help")["text"]  # users see it
         assert db.value("SELECT value FROM system_settings WHERE key = 'min_withdrawal'") == "2.5"
         admin.send("/settings", contains="min_withdrawal")
     finally:
         admin.send("/set min_withdrawal 1", contains="min_withdrawal")
+        admin.send("/set support_contact @support", contains="support_contact")
 
 
 def test_stats_and_status(admin):
@@ -634,7 +635,8 @@ def test_every_user_flow_in_both_languages(api, db, lang):
     from core.addresses import parse_address
     chat = Chat(api, lang=lang)
     assert chat.send("/start")["text"] == t(lang, "welcome", symbol=SYMBOL)
-    assert chat.send("/help")["text"] == t(lang, "help")
+    contact = db.value("SELECT value FROM system_settings WHERE key = 'support_contact'")  # seeded: @support
+    assert chat.send("/help")["text"] == t(lang, "help") + "\n\n" + t(lang, "help_support", contact=contact)
     assert chat.send("/cancel")["text"] == t(lang, "nothing_to_cancel")
     assert chat.send("/deposit 50")["text"] == t(lang, "wallet_needed")
     chat.send("/wallet", contains=t(lang, "wallet_ask"))

@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test chat demo venv services clean
+.PHONY: test bench chat demo venv services clean
 
 test: venv services
 	$(PY) -m pytest
+
+# Benchmarks on the real services (see bench/): python -m bench [breaker|delivery|recovery|scanning|latency]
+bench: venv services
+	$(PY) -m bench
 
 venv: $(VENV)/.installed
 

@@ -47,15 +47,15 @@ class Chat:
         predicate = (lambda message: message["text"] == exactly) if exactly is not None else None
         return self.api.wait_for(self.id, predicate, contains=contains, after=after, timeout=timeout)
 
-    def press(self, label: str, contains: str | None = None, edited: bool = False) -> dict:
+    def press(self, label: str, contains: str | None = None, edited: bool = False, timeout: float = 10.0) -> dict:
         """Press a button; return the reply (or, with edited=True, the message the press edited)."""
         after = self.mark()
         before = {m["message_id"]: m["edited"] for m in self.api.messages(self.id)}
         self.api.press(self.id, label, language_code=self.lang)
         if edited:
             return self.api.wait_for(self.id, lambda m: m["edited"] > before.get(m["message_id"], 0),
-                                     contains=contains)
-        return self.api.wait_for(self.id, contains=contains, after=after)
+                                     contains=contains, timeout=timeout)
+        return self.api.wait_for(self.id, contains=contains, after=after, timeout=timeout)
 
     def texts(self) -> list[str]:
         return [m["text"] for m in self.api.messages(self.id)]

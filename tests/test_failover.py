@@ -107,6 +107,8 @@ def test_promoting_the_standby_under_load_keeps_every_money_operation(api, repli
             for chat, key in zip(depositors, USER_KEYS[6:8]):  # before the switch
                 deposit(w3, token6.address, key, 40 * UNIT)
             wait_until(lambda: all(db.balance(c.id) == 40 * UNIT for c in depositors), 30, "deposits credited")
+            for chat in depositors:  # their notices arrive now, not as if they answered a command below
+                api.wait_for(chat.id, contains="credited", timeout=20)
             depositors[0].send("/withdraw 5", contains="Confirm?")
             depositors[0].press("Confirm", edited=True, contains="waiting for approval")
 
@@ -118,7 +120,7 @@ def test_promoting_the_standby_under_load_keeps_every_money_operation(api, repli
             while "Confirm?" not in reply:  # a write through the bot: the withdrawal dialog needs PostgreSQL
                 reply = depositors[1].send("/withdraw 3", timeout=5)["text"]
                 assert time.monotonic() - promoted < BREAKER_RESET_S + 5, f"no write yet; last reply {reply!r}"
-            depositors[1].press("Confirm", edited=True, contains="waiting for approval")  # recorded on the new primary
+            depositors[1].press("Confirm", edited=True, contains="waiting for approval", timeout=20)  # on the new primary
             switched_s = time.monotonic() - promoted
             assert switched_s < BREAKER_RESET_S + 5
 

@@ -785,7 +785,8 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record(failed=self._is_failure(exc), error=exc)
             raise
-        self._record(failed=False)
+        if not self._healthy():
+            self._record(failed=False)
         return result
 
     @contextlib.contextmanager
@@ -797,7 +798,13 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record(failed=self._is_failure(exc), error=exc)
             raise
-        self._record(failed=False)
+        if not self._healthy():
+            self._record(failed=False)
+
+    def _healthy(self) -> bool:
+        """CLOSED with no failure counted: a call may pass, and a success changes nothing. Read without the
+        lock (the fast path of every call): a change racing this read acts as if it came a moment later."""
+        return self._state == CLOSED and self._failures == 0
 
     def probe(self, function) -> bool | None:
         """For a Prober: run `function` as the probe if one is due; True/False: its outcome, None: not due."""
@@ -824,6 +831,8 @@ class CircuitBreaker:
         return self._state
 
     def _admit(self) -> None:
+        if self._healthy():
+            return
         with self._lock:
             state = self._current()
             if state == CLOSED and not (self.background_probe and self._failures):

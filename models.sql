@@ -418,6 +418,8 @@ CREATE TABLE notification_queue_fallback (
 );
 CREATE INDEX notification_queue_fallback_due_idx ON notification_queue_fallback (next_attempt_at, id)
     WHERE status = 'PENDING';
+-- recovery takes pending rows in id order (migration 0012)
+CREATE INDEX notification_queue_fallback_pending_idx ON notification_queue_fallback (id) WHERE status = 'PENDING';
 
 -- Notices caused by a money event, written in the event's own transaction; delivered by the
 -- worker, never migrated to Redis (notification_queue_fallback is only for notices that could

@@ -40,6 +40,7 @@ STATUS_INTERVAL_S = 1
 WARMUP_INTERVAL_S = 60
 FALLBACK_INTERVAL_S = 5  # the report's fallback processor
 DRAIN_BUDGET_S = 5  # longest one delivery job keeps the scheduler thread (the stream consumer shares it)
+DELIVERY_INTERVAL_S = 0.2  # a drain that used its budget goes on at once, not WORKER_INTERVAL_S later
 
 
 def guarded(name: str, job, wctx: WorkerContext, uses_chain: bool, needs_lease: bool):
@@ -106,8 +107,8 @@ def other_jobs(wctx: WorkerContext, deposit_monitor, withdrawal_sender, redis: R
     every = wctx.settings.worker_interval_s
     stopping = wctx.stopping
     return [  # (name, interval, job, uses the chain, only in the active worker)
-        ("deliver_outbox", every, lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, pacer=pacer),
-         False, True),
+        ("deliver_outbox", min(every, DELIVERY_INTERVAL_S),
+         lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, pacer=pacer), False, True),
         ("process_fallback", FALLBACK_INTERVAL_S,
          lambda: delivery.drain(wctx, DRAIN_BUDGET_S, stopping=stopping, table=notifications.FALLBACK, pacer=pacer,
                                 sent_keys=redis.sent_keys), False, True),

@@ -25,8 +25,12 @@ WHERE migrated_at IS NULL AND updated_at > now() - make_interval(secs => %s)
 ORDER BY updated_at LIMIT %s
 """
 SQL_MARK_MIGRATED = f"""
-UPDATE user_fsm_states SET migrated_at = now()
-WHERE ({KEY_COLUMNS}) = (%s, %s, %s, %s, %s) AND version = %s AND migrated_at IS NULL
+UPDATE user_fsm_states s SET migrated_at = now()
+FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[])
+     AS m({KEY_COLUMNS}, version)
+WHERE (s.bot_id, s.chat_id, s.user_id, s.thread_id, s.business_connection_id, s.version)
+    = (m.bot_id, m.chat_id, m.user_id, m.thread_id, m.business_connection_id, m.version)
+  AND s.migrated_at IS NULL
 """
 
 
@@ -47,8 +51,8 @@ def unmigrated(conn, ttl_s: int, limit: int) -> list[dict]:
 
 def mark_migrated(conn, rows: list[dict]) -> None:
     """Redis holds these versions now (a row rewritten meanwhile keeps waiting)."""
-    with conn.cursor() as cursor:
-        cursor.executemany(SQL_MARK_MIGRATED, [(*key_of(row), row["version"]) for row in rows])
+    columns = list(zip(*[(*key_of(row), row["version"]) for row in rows])) if rows else [()] * 6
+    conn.execute(SQL_MARK_MIGRATED, [list(column) for column in columns])  # one statement per batch
 
 
 def key_of(row: dict) -> tuple:

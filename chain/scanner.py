@@ -105,9 +105,14 @@ class DepositMonitor:
                                              f"deep-reorg:{stream_name(self.wctx.chain)}:{block}:{scanned_hash}")
 
     def _still_canonical(self, transfers) -> bool:
-        """Every log's block is still the one the node calls canonical (a removed log is never credited)."""
+        """Every log's block is still the one the node calls canonical (a removed log is never credited).
+
+        Blocks at or below the node's finalized block cannot be reorganised away: not asked about, so a
+        catch-up over old blocks costs one call per chunk, not one per block holding a transfer."""
         hashes = {}
         for transfer in transfers:
+            if self.finalized is not None and transfer.block_number <= self.finalized:
+                continue
             if transfer.block_number not in hashes:
                 hashes[transfer.block_number] = self.wctx.chain.block_hash(transfer.block_number)
             if hashes[transfer.block_number] != transfer.block_hash:

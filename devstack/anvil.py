@@ -118,7 +118,8 @@ class AnvilNode(Service):
     def command(self) -> list[str]:
         cmd = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port),
                "--chain-id", str(CHAIN_ID), "--mnemonic", DEV_MNEMONIC,
-               "--accounts", str(DEV_ACCOUNTS), "--color", "never"]
+               "--accounts", str(DEV_ACCOUNTS), "--color", "never",
+               "--hardfork", "cancun"]  # Prague's block-hash history contract makes every new block slower
         if self.block_time_s is not None:
             cmd += ["--block-time", str(self.block_time_s)]
         if self.state_path is not None:

@@ -35,11 +35,11 @@ def settings_of(**values):
 
 
 class LongChainAnvil(AnvilNode):
-    """anvil that mines 10,000s of blocks at a constant pace: Cancun rules (no EIP-2935 block-hash history
-    contract) and no historical states, the two costs that make each new block slower on the default node."""
+    """anvil that mines 10,000s of blocks at a constant pace: no historical states (the devstack's node already
+    runs Cancun rules, without Prague's block-hash history contract), the costs that make each block slower."""
 
     def command(self) -> list[str]:
-        return super().command() + ["--hardfork", "cancun", "--prune-history"]
+        return super().command() + ["--prune-history"]
 
 
 class Program:

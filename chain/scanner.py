@@ -62,7 +62,7 @@ class DepositMonitor:
             if not self._still_canonical(transfers):
                 log.warning("blocks %s-%s changed under us (reorg); rescanning next run", start, end)
                 return recorded
-            recorded += self._record(transfers, end, chain.block_hash(end))
+            recorded += self._record(transfers, end, self._hash_to_keep(end))
             self.scanned_to = end
             start = end + 1
             self.chunk = min(self.chunk * 2, settings.scan_chunk_blocks, MAX_CHUNK_BLOCKS)
@@ -103,6 +103,12 @@ class DepositMonitor:
         with self.wctx.transaction() as conn:
             notifications.enqueue_for_admins(conn, self.wctx.settings.admin_ids, "admin_deep_reorg", {"block": block},
                                              f"deep-reorg:{stream_name(self.wctx.chain)}:{block}:{scanned_hash}")
+
+    def _hash_to_keep(self, end: int) -> str | None:
+        """The cursor block's hash, compared on the next run to catch a deep reorg; none for a final block."""
+        if self.finalized is not None and end <= self.finalized:
+            return None
+        return self.wctx.chain.block_hash(end)
 
     def _still_canonical(self, transfers) -> bool:
         """Every log's block is still the one the node calls canonical (a removed log is never credited).

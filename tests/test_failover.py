@@ -203,7 +203,8 @@ def test_the_standby_takes_over_and_every_withdrawal_is_paid_once(api, db_url, a
             active.thaw_process()  # it wakes up believing it is active: the lease says otherwise
             wait_until(lambda: "worker lease: held by another worker" in active.log()
                        or "stepping down" in active.log(), 15, "the thawed worker to stand by")
-            time.sleep(2)  # room for any late action of the thawed worker to show on chain
+            wait_until(lambda: lease_role(active) == "standby", 10,  # its own report, written after the thaw
+                       "the thawed worker to report itself standing by")
         print(f"{failure}: the standby took over {takeover_s:.1f} s after the failure")
         assert takeover_s < 10
         events = assert_chain_matches_confirmed(db, w3, token6.address, first_block)
